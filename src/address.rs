@@ -1,0 +1,1 @@
+//! Mail addresses and domains in the one form routing compares.

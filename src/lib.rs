@@ -1,0 +1,37 @@
+//! podrouter routes a shared support inbox to the pod of technicians that
+//! serves each client.
+//!
+//! The pipeline, one module per stage:
+//!
+//! - [`config`]: reads `routing.toml` in two stages (raw TOML, then
+//!   validation into a [`config::Config`]); the same validator serves
+//!   `check`, start-up and reload.
+//! - [`address`]: normalises mail addresses and domains (case, IDNA).
+//! - [`phone`]: normalises phone numbers to E.164.
+//! - [`route`]: the routing table index and its lookup (address, domain,
+//!   phone).
+//! - [`sender`]: works out who sent a message (From, then Sender).
+//! - [`classify`]: tells bounces, auto-replies and our own loops from mail
+//!   written by people.
+//! - [`engine`]: puts the stages together into one [`engine::Decision`] per
+//!   message.
+//! - [`emit`]: builds the exact bytes relayed to a pod.
+//! - [`inbox`], [`relay`], [`journal`], [`daemon`]: the long-running
+//!   service (IMAP in, SMTP out, the SQLite journal, and the loop).
+//! - [`cli`]: the `podrouter` subcommands.
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod emit;
+pub mod engine;
+pub mod inbox;
+pub mod journal;
+pub mod phone;
+pub mod relay;
+pub mod route;
+pub mod sender;
+pub mod tls;
