@@ -1,1 +1,346 @@
-//! The `podrouter` subcommands.
+//! The `podrouter` subcommands: argument parsing and what each prints.
+//!
+//! Exit codes mean the same everywhere: 0 ok, 1 bad input or config (or,
+//! for `who`, nothing matched and the mail would be held), 2 usage.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{self, Config, FromMode, Server, TlsMode};
+use crate::emit::{self, EmitOptions};
+use crate::engine::{self, Action, Decision};
+use crate::phone;
+
+/// Where the config is looked for when neither `-c` nor
+/// `PODROUTER_CONFIG` names it, in order.
+const CONFIG_FALLBACKS: [&str; 2] = ["routing.toml", "/etc/podrouter/routing.toml"];
+
+/// Routes a shared support inbox to the pod of technicians that serves
+/// each client.
+#[derive(Debug, Parser)]
+#[command(name = "podrouter", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate routing.toml and print a summary of pods and clients.
+    ///
+    /// Prints every problem with file:line:column and exits 1 when the
+    /// table is not valid. The daemon uses the same validator at start-up
+    /// and on reload.
+    Check(ConfigArg),
+    /// Decide offline what happens to messages (.eml files, or - for stdin).
+    ///
+    /// Prints, per message, the sender, client, pod, action (relay, skip
+    /// or hold), the recipients and the rule or reason.
+    Route(RouteArgs),
+    /// Show which client and pod an address, domain or phone number maps to.
+    Who(WhoArgs),
+}
+
+/// The `-c FILE` option shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The routing table [default: $PODROUTER_CONFIG, ./routing.toml,
+    /// /etc/podrouter/routing.toml].
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub path: Option<PathBuf>,
+}
+
+/// Arguments of `podrouter route`.
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print one JSON object per message and line.
+    #[arg(long)]
+    json: bool,
+    /// Write the exact bytes that would be relayed to DIR/<input file name>.
+    #[arg(long, value_name = "DIR")]
+    emit: Option<PathBuf>,
+    /// Messages to decide; - reads one message from standard input.
+    #[arg(required = true, value_name = "FILE.eml")]
+    files: Vec<PathBuf>,
+}
+
+/// Arguments of `podrouter who`.
+#[derive(Debug, Args)]
+pub struct WhoArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// A mail address, a domain, or a phone number.
+    #[arg(value_name = "ADDRESS|PHONE")]
+    target: String,
+}
+
+impl ConfigArg {
+    /// The config file to read: `-c`, then `PODROUTER_CONFIG`, then the
+    /// first of the fallbacks that exists.
+    pub fn resolve(&self) -> PathBuf {
+        if let Some(p) = &self.path {
+            return p.clone();
+        }
+        if let Some(p) = std::env::var_os("PODROUTER_CONFIG").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let found = CONFIG_FALLBACKS.iter().map(Path::new).find(|p| p.exists());
+        found.unwrap_or(Path::new(CONFIG_FALLBACKS[1])).to_path_buf()
+    }
+
+    /// Loads and validates the config, printing every problem on failure.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let path = self.resolve();
+        config::load(&path).map_err(|e| {
+            eprintln!("{e}");
+            let n = e.problems.len();
+            anyhow::anyhow!(
+                "{n} problem{} in {}; nothing was loaded",
+                if n == 1 { "" } else { "s" },
+                path.display()
+            )
+        })
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Route(args) => route(&args),
+        Command::Who(args) => who(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("podrouter: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `podrouter check`: validate and summarise.
+fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = args.load()?;
+    let mut out = std::io::stdout().lock();
+    write_summary(&mut out, &config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the one-screen summary of a valid table.
+fn write_summary(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
+    writeln!(out, "{}: ok", c.path.display())?;
+    if let Some(i) = &c.inbox {
+        writeln!(
+            out,
+            "  inbox  {} folder {} -> done {}, hold {}",
+            server_line(&i.server),
+            i.folder,
+            i.done_folder,
+            i.hold_folder
+        )?;
+    }
+    if let Some(r) = &c.relay {
+        let mode = match r.from_mode {
+            FromMode::Rewrite => "rewrite",
+            FromMode::Keep => "keep",
+        };
+        writeln!(out, "  relay  {} from {} ({mode})", server_line(&r.server), r.from)?;
+    }
+    writeln!(out)?;
+    writeln!(out, "  {:<14} {:<36} {:>7} {:>7}", "pod", "name", "members", "clients")?;
+    for pod in c.pods.values() {
+        let clients = c.clients.values().filter(|cl| cl.pod == pod.key).count();
+        let name: String = pod.name.chars().take(36).collect();
+        writeln!(
+            out,
+            "  {:<14} {:<36} {:>7} {:>7}",
+            pod.key,
+            name,
+            pod.members.len(),
+            clients
+        )?;
+    }
+    let members: usize = c.pods.values().map(|p| p.members.len()).sum();
+    let (clients, addresses, domains, phones) = c.table.sizes();
+    writeln!(out)?;
+    writeln!(
+        out,
+        "  {} pods, {members} members, {clients} clients, {domains} domains, \
+         {addresses} addresses, {phones} phones",
+        c.pods.len()
+    )?;
+    match &c.default_pod {
+        Some(p) => writeln!(out, "  unmatched mail goes to pod {p}")?,
+        None => writeln!(out, "  unmatched mail is held (no default_pod)")?,
+    }
+    for w in &c.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    Ok(())
+}
+
+/// `imaps://user@host:port`-style text for the summary.
+fn server_line(s: &Server) -> String {
+    let tls = match s.tls {
+        TlsMode::Implicit => "tls",
+        TlsMode::Starttls => "starttls",
+        TlsMode::None => "plaintext",
+    };
+    let user = s.user.as_deref().map(|u| format!("{u} at ")).unwrap_or_default();
+    format!("{user}{}:{} ({tls})", s.host, s.port)
+}
+
+/// `podrouter route`: decide each message and print the decision.
+fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.load()?;
+    if let Some(dir) = &args.emit {
+        if config.relay.is_none() {
+            bail!("--emit needs a [relay] section: it sets the From and loop marker");
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    let mut failed = false;
+    for file in &args.files {
+        let raw = match read_message(file) {
+            Ok(raw) => raw,
+            Err(e) => {
+                eprintln!("podrouter: {}: {e:#}", file.display());
+                failed = true;
+                continue;
+            }
+        };
+        let decision = engine::decide(&config, &raw);
+        if args.json {
+            writeln!(out, "{}", decision_json(file, &decision))?;
+        } else {
+            write_decision(&mut out, file, &decision, &config)?;
+        }
+        if let (Some(dir), Action::Relay) = (&args.emit, decision.action) {
+            emit_to(dir, file, &raw, &decision, &config)?;
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Reads a message file, or standard input for `-`.
+fn read_message(file: &Path) -> anyhow::Result<Vec<u8>> {
+    if file == Path::new("-") {
+        let mut raw = Vec::new();
+        std::io::stdin().read_to_end(&mut raw)?;
+        return Ok(raw);
+    }
+    Ok(std::fs::read(file)?)
+}
+
+/// Writes the relayed bytes of one message into the `--emit` folder.
+fn emit_to(
+    dir: &Path,
+    file: &Path,
+    raw: &[u8],
+    d: &Decision,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let relay = config.relay.as_ref().expect("checked before the loop");
+    let pod = d.pod.as_deref().and_then(|p| config.pod(p));
+    let opts = EmitOptions {
+        from_mode: relay.from_mode,
+        relay_from: &relay.from,
+        pod_name: pod.map_or("", |p| p.name.as_str()),
+    };
+    let name = file.file_name().map_or("stdin.eml".into(), |n| n.to_os_string());
+    let target = dir.join(name);
+    std::fs::write(&target, emit::relay_bytes(raw, d, &opts))
+        .with_context(|| format!("writing {}", target.display()))
+}
+
+/// One decision as the JSON object `route --json` prints.
+pub fn decision_json(file: &Path, d: &Decision) -> serde_json::Value {
+    json!({
+        "file": file.display().to_string(),
+        "sender": d.sender,
+        "client": d.client,
+        "pod": d.pod,
+        "action": d.action,
+        "recipients": d.recipients,
+        "reason": d.reason,
+        "rule": d.rule.as_ref().map(|r| r.kind()),
+        "message_id": d.message_id,
+        "subject": d.subject,
+    })
+}
+
+/// One decision as readable lines.
+fn write_decision(
+    out: &mut impl Write,
+    file: &Path,
+    d: &Decision,
+    config: &Config,
+) -> std::io::Result<()> {
+    let none = "-";
+    writeln!(out, "{}", file.display())?;
+    writeln!(out, "  sender:     {}", d.sender.as_deref().unwrap_or(none))?;
+    let client = d.client.as_deref().and_then(|c| config.clients.get(c));
+    match client {
+        Some(c) => writeln!(out, "  client:     {} ({})", c.key, c.name)?,
+        None => writeln!(out, "  client:     {none}")?,
+    }
+    match d.pod.as_deref().and_then(|p| config.pod(p)) {
+        Some(p) => writeln!(out, "  pod:        {} ({})", p.key, p.name)?,
+        None => writeln!(out, "  pod:        {none}")?,
+    }
+    writeln!(out, "  action:     {}", d.action)?;
+    if d.action == Action::Relay {
+        writeln!(out, "  recipients: {}", d.recipients.join(", "))?;
+        writeln!(out, "  rule:       {}", d.reason)?;
+    } else {
+        writeln!(out, "  reason:     {}", d.reason)?;
+    }
+    Ok(())
+}
+
+/// `podrouter who`: which client and pod an address, domain or phone maps to.
+fn who(args: &WhoArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.load()?;
+    let target = args.target.trim();
+    let found = if phone::looks_like_phone(target) {
+        let e164 = phone::normalize(target, config.default_region.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.table.lookup_phone(&e164)
+    } else if target.contains('@') {
+        let address = crate::address::normalize_address(target).map_err(anyhow::Error::msg)?;
+        config.table.lookup_address(&address)
+    } else {
+        let domain = crate::address::normalize_domain(target).map_err(anyhow::Error::msg)?;
+        config.table.lookup_domain(&domain)
+    };
+    let mut out = std::io::stdout().lock();
+    let Some(m) = found else {
+        return Ok(match &config.default_pod {
+            Some(p) => {
+                writeln!(out, "client: -\npod:    {p}\nrule:   default_pod")?;
+                ExitCode::SUCCESS
+            }
+            None => {
+                writeln!(out, "no client matches {target}; mail from it is held")?;
+                ExitCode::from(1)
+            }
+        });
+    };
+    let client = &config.clients[m.client];
+    let pod = &config.pods[m.pod];
+    writeln!(out, "client: {} ({})", client.key, client.name)?;
+    writeln!(out, "pod:    {} ({})", pod.key, pod.name)?;
+    writeln!(out, "rule:   {}", m.rule)?;
+    Ok(ExitCode::SUCCESS)
+}

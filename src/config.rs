@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use crate::route::RoutingTable;
 
+mod raw;
+mod validate;
+
 /// How a connection to a mail server is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {
@@ -217,8 +220,21 @@ impl fmt::Display for ConfigError {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let _ = path;
-    todo!("config loader")
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![Problem {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    validate::from_str(&text, path)
+}
+
+/// Validates config text as if it had been read from `path` (for tests and
+/// for checking a table before it is written).
+pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    validate::from_str(text, path)
 }
 
 impl Config {

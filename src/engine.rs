@@ -6,7 +6,12 @@
 
 use std::fmt;
 
+use mail_parser::{Message, MessageParser};
 use serde::Serialize;
+
+use crate::classify::{self, Class};
+use crate::config::Config;
+use crate::sender::{self, Sender};
 
 /// What happens to a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -98,8 +103,113 @@ pub struct Decision {
     pub subject: Option<String>,
 }
 
+impl Decision {
+    /// A decision with no route yet: the message is held with `reason`.
+    fn held(reason: impl Into<String>) -> Self {
+        Decision {
+            action: Action::Hold,
+            sender: None,
+            sender_name: None,
+            client: None,
+            pod: None,
+            rule: None,
+            reason: reason.into(),
+            recipients: Vec::new(),
+            message_id: None,
+            subject: None,
+        }
+    }
+}
+
 /// Decides what happens to one message, given its raw bytes.
-pub fn decide(config: &crate::config::Config, raw: &[u8]) -> Decision {
-    let _ = (config, raw);
-    todo!("engine")
+///
+/// Classification comes first: bounces, auto-replies and our own mail
+/// are skipped whoever sent them. Then the sender is routed: an exact
+/// address, the longest domain, `default_pod`, or else the message is held.
+pub fn decide(config: &Config, raw: &[u8]) -> Decision {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return Decision::held("unparseable message: no headers found");
+    };
+    let mut d = Decision::held("no sender: neither From nor Sender has a usable address");
+    d.message_id = msg.message_id().map(clean_message_id);
+    d.subject = msg.subject().map(clean_subject);
+
+    let sender = sender::find(&msg);
+    if let Some(s) = &sender {
+        d.sender = Some(s.address.clone());
+        d.sender_name = s.name.clone();
+        if let Some(m) = config.table.lookup_address(&s.address) {
+            d.client = Some(m.client.to_string());
+            d.pod = Some(m.pod.to_string());
+            d.rule = Some(m.rule);
+        }
+    }
+
+    let own = config.relay.as_ref().map_or("", |r| r.from.as_str());
+    if let Some(reason) = skip_reason(&msg, own, sender.as_ref()) {
+        d.action = Action::Skip;
+        d.reason = reason;
+        return d;
+    }
+    let Some(sender) = sender else {
+        return d;
+    };
+    if d.pod.is_none() {
+        match &config.default_pod {
+            Some(pod) => {
+                d.pod = Some(pod.clone());
+                d.rule = Some(Rule::Default);
+            }
+            None => {
+                d.reason = format!("no client matches {} and there is no default_pod", sender.address);
+                return d;
+            }
+        }
+    }
+    route_to_pod(config, d)
+}
+
+/// Why a message must not be relayed, if it must not.
+fn skip_reason(msg: &Message<'_>, own: &str, sender: Option<&Sender>) -> Option<String> {
+    match classify::classify(msg, own) {
+        Class::Person => {}
+        Class::Bounce(r) | Class::AutoReply(r) | Class::Loop(r) => return Some(r),
+    }
+    let from_us = sender.is_some_and(|s| !own.is_empty() && s.address == own);
+    from_us.then(|| format!("loop: sent from our own address {own}"))
+}
+
+/// Fills in the recipients of the decided pod, or holds the message when
+/// the pod cannot take it.
+fn route_to_pod(config: &Config, mut d: Decision) -> Decision {
+    let pod_key = d.pod.clone().unwrap_or_default();
+    let Some(pod) = config.pod(&pod_key) else {
+        d.action = Action::Hold;
+        d.reason = format!("pod {pod_key:?} is not in the table");
+        return d;
+    };
+    d.recipients = pod.members.iter().map(|m| m.address.clone()).collect();
+    if d.recipients.is_empty() {
+        d.action = Action::Hold;
+        d.reason = format!("pod {pod_key:?} has no members");
+        return d;
+    }
+    d.action = Action::Relay;
+    d.reason = d.rule.as_ref().map(ToString::to_string).unwrap_or_default();
+    d
+}
+
+/// A Message-ID without angle brackets or stray white space.
+fn clean_message_id(id: &str) -> String {
+    id.trim().trim_start_matches('<').trim_end_matches('>').to_string()
+}
+
+/// A subject on one line, for logs and the journal.
+fn clean_subject(subject: &str) -> String {
+    subject
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
 }

@@ -1,0 +1,126 @@
+//! The file as written: serde structs that refuse unknown keys and keep
+//! the span of every value that validation may need to point at.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The keys a section may have, for reporting every unknown key at once.
+pub trait Keys {
+    /// Every key serde accepts in the section.
+    const KEYS: &'static [&'static str];
+}
+
+/// `tls = "..."` as written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    Implicit,
+    Starttls,
+    None,
+}
+
+/// `from_mode = "..."` as written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FromMode {
+    Rewrite,
+    Keep,
+}
+
+/// `[inbox]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbox {
+    pub server: Spanned<String>,
+    pub port: Option<u16>,
+    pub tls: Option<Spanned<Tls>>,
+    pub ca_file: Option<Spanned<PathBuf>>,
+    pub user: Option<String>,
+    pub password: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub password_env: Option<Spanned<String>>,
+    pub folder: Option<String>,
+    pub done_folder: Option<String>,
+    pub hold_folder: Option<String>,
+    pub poll_interval: Option<Spanned<String>>,
+}
+
+/// `[relay]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    pub server: Spanned<String>,
+    pub port: Option<u16>,
+    pub tls: Option<Spanned<Tls>>,
+    pub ca_file: Option<Spanned<PathBuf>>,
+    pub user: Option<String>,
+    pub password: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub password_env: Option<Spanned<String>>,
+    pub from: Spanned<String>,
+    pub from_mode: Option<FromMode>,
+    pub connections: Option<Spanned<usize>>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Daemon {
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `[routing]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    pub default_pod: Option<Spanned<String>>,
+    pub default_region: Option<Spanned<String>>,
+}
+
+/// `[pods.KEY]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pod {
+    pub name: Option<String>,
+    pub members: Spanned<Vec<Spanned<String>>>,
+}
+
+/// `[clients.KEY]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    pub name: Option<String>,
+    pub pod: Spanned<String>,
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub phones: Vec<Spanned<String>>,
+}
+
+impl Keys for Inbox {
+    const KEYS: &'static [&'static str] = &["server", "port", "tls", "ca_file", "user", "password", "password_file", "password_env", "folder", "done_folder", "hold_folder", "poll_interval"];
+}
+
+impl Keys for Relay {
+    const KEYS: &'static [&'static str] = &["server", "port", "tls", "ca_file", "user", "password", "password_file", "password_env", "from", "from_mode", "connections"];
+}
+
+impl Keys for Daemon {
+    const KEYS: &'static [&'static str] = &["state_dir"];
+}
+
+impl Keys for Routing {
+    const KEYS: &'static [&'static str] = &["default_pod", "default_region"];
+}
+
+impl Keys for Pod {
+    const KEYS: &'static [&'static str] = &["name", "members"];
+}
+
+impl Keys for Client {
+    const KEYS: &'static [&'static str] = &["name", "pod", "domains", "addresses", "phones"];
+}

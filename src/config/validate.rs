@@ -1,0 +1,589 @@
+//! Checks a parsed `routing.toml` as a whole and builds the [`Config`].
+//!
+//! Every problem is collected rather than returned at the first, so one
+//! run shows the operator all of them, each at its file:line:column.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::raw;
+use super::{
+    Client, Config, ConfigError, DaemonConfig, FromMode, InboxConfig, Member, Pod, Problem,
+    RelayConfig, Secret, Server, TlsMode,
+};
+use crate::address::{normalize_address, normalize_domain, split_mailbox};
+use crate::phone;
+use crate::route::{Claimed, RoutingTable};
+
+/// Where the journal lives when `[daemon] state_dir` is not set.
+const DEFAULT_STATE_DIR: &str = "/var/lib/podrouter";
+
+/// How many SMTP connections the relay opens when not told.
+const DEFAULT_CONNECTIONS: usize = 4;
+
+/// Parses and validates config text read from `path`.
+pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        text,
+        path,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let sections = v.parse_sections();
+    let config = v.build(sections);
+    if v.problems.is_empty() {
+        let mut config = config;
+        config.warnings = v.warnings;
+        return Ok(config);
+    }
+    v.problems.sort_by_key(|p| (p.line, p.column));
+    v.problems.dedup();
+    Err(ConfigError {
+        problems: v.problems,
+    })
+}
+
+/// The sections of the file, each deserialized on its own so that an error
+/// in one does not hide the errors in the others.
+#[derive(Default)]
+struct Sections {
+    inbox: Option<raw::Inbox>,
+    relay: Option<raw::Relay>,
+    daemon: raw::Daemon,
+    routing: raw::Routing,
+    /// Pods in file order, with the span of their key.
+    pods: Vec<(String, Range<usize>, raw::Pod)>,
+    /// Clients in file order, with the span of their key.
+    clients: Vec<(String, Range<usize>, raw::Client)>,
+}
+
+/// Collects problems and warnings while checking one file.
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Validator<'_> {
+    /// Records a problem at a byte range of the file.
+    fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.problems.push(Problem {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// Records a warning at a byte range of the file.
+    fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        let at = format!("{}:{line}:{column}", self.path.display());
+        self.warnings.push(format!("{at}: {}", message.into()));
+    }
+
+    /// Records a TOML or serde error, which carries its own span.
+    fn toml_error(&mut self, error: &toml::de::Error) {
+        let span = error.span().unwrap_or(0..0);
+        let message = error.message().trim().to_string();
+        self.problem(span, message);
+    }
+
+    /// Deserializes one section, recording a problem when it does not fit.
+    ///
+    /// Unknown keys are reported one by one and then left out, so that a
+    /// misspelt key does not hide the problems in the rest of the section.
+    fn section<T: DeserializeOwned + raw::Keys>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<T> {
+        let mut value = value.clone();
+        if let DeValue::Table(table) = value.get_mut() {
+            let unknown: Vec<_> = table
+                .keys()
+                .filter(|k| !T::KEYS.contains(&k.get_ref().as_ref()))
+                .cloned()
+                .collect();
+            for key in unknown {
+                let msg = format!(
+                    "unknown key `{}`, expected one of {}",
+                    key.get_ref(),
+                    T::KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                );
+                self.problem(key.span(), msg);
+                table.remove(&key);
+            }
+        }
+        T::deserialize(ValueDeserializer::from(value))
+            .map_err(|e| self.toml_error(&e))
+            .ok()
+    }
+
+    /// Splits the document into its sections.
+    fn parse_sections(&mut self) -> Sections {
+        let (root, errors) = DeTable::parse_recoverable(self.text);
+        for e in &errors {
+            self.toml_error(e);
+        }
+        let mut s = Sections::default();
+        for (key, value) in root.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "inbox" => s.inbox = self.section(value),
+                "relay" => s.relay = self.section(value),
+                "daemon" => s.daemon = self.section(value).unwrap_or_default(),
+                "routing" => s.routing = self.section(value).unwrap_or_default(),
+                "pods" => s.pods = self.keyed("pods", value),
+                "clients" => s.clients = self.keyed("clients", value),
+                other => self.problem(
+                    key.span(),
+                    format!(
+                        "unknown section `{other}`, expected one of `inbox`, `relay`, \
+                         `daemon`, `routing`, `pods`, `clients`"
+                    ),
+                ),
+            }
+        }
+        s
+    }
+
+    /// Deserializes the entries of `[pods.*]` or `[clients.*]` in file order.
+    fn keyed<T: DeserializeOwned + raw::Keys>(
+        &mut self,
+        what: &str,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Vec<(String, Range<usize>, T)> {
+        let Some(table) = value.get_ref().as_table() else {
+            self.problem(value.span(), format!("`{what}` must be a table of tables"));
+            return Vec::new();
+        };
+        let mut entries: Vec<_> = table
+            .iter()
+            .filter_map(|(k, v)| {
+                let parsed = self.section(v)?;
+                Some((k.get_ref().to_string(), k.span(), parsed))
+            })
+            .collect();
+        entries.sort_by_key(|(_, span, _)| span.start);
+        entries
+    }
+
+    /// Checks the sections against each other and builds the config.
+    fn build(&mut self, s: Sections) -> Config {
+        let inbox = s.inbox.map(|i| self.inbox(i));
+        let relay = s.relay.map(|r| self.relay(r));
+        let default_region = s.routing.default_region.and_then(|r| {
+            let span = r.span();
+            let region = r.into_inner().to_ascii_uppercase();
+            match phone::normalize("+1 403 555 0100", Some(&region)) {
+                Ok(_) => Some(region),
+                Err(_) => {
+                    self.problem(span, format!("unknown region {region:?}; use a code like \"CA\""));
+                    None
+                }
+            }
+        });
+        let pods = self.pods(s.pods);
+        let default_pod = s.routing.default_pod.and_then(|p| {
+            let known = pods.contains_key(p.get_ref());
+            if !known {
+                let msg = format!("default_pod {:?} is not a pod{}", p.get_ref(), known_pods(&pods));
+                self.problem(p.span(), msg);
+            }
+            known.then(|| p.into_inner())
+        });
+        let mut table = RoutingTable::default();
+        let clients = self.clients(s.clients, &pods, default_region.as_deref(), &mut table);
+        if inbox.is_none() {
+            self.warnings.push(format!(
+                "{}: no [inbox] section: `podrouter run` needs one",
+                self.path.display()
+            ));
+        }
+        Config {
+            path: self.path.to_path_buf(),
+            inbox,
+            relay,
+            daemon: DaemonConfig {
+                state_dir: s
+                    .daemon
+                    .state_dir
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            },
+            default_pod,
+            default_region,
+            pods,
+            clients,
+            table,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn inbox(&mut self, i: raw::Inbox) -> InboxConfig {
+        let tls = tls_mode(i.tls.as_ref());
+        let port = i.port.unwrap_or(match tls {
+            TlsMode::Implicit => 993,
+            _ => 143,
+        });
+        if i.user.is_none() {
+            self.problem(i.server.span(), "[inbox] needs a `user` to log in as");
+        }
+        let secret = Secrets {
+            inline: i.password,
+            file: i.password_file,
+            env: i.password_env,
+        };
+        let server = self.server("inbox", i.server, port, i.tls, i.ca_file, i.user, secret);
+        let poll_interval = match i.poll_interval {
+            Some(p) => self.duration(&p).unwrap_or(Duration::from_secs(60)),
+            None => Duration::from_secs(60),
+        };
+        let folder = i.folder.unwrap_or_else(|| "INBOX".into());
+        let done_folder = i.done_folder.unwrap_or_else(|| "Routed".into());
+        let hold_folder = i.hold_folder.unwrap_or_else(|| "Held".into());
+        let names = [&folder, &done_folder, &hold_folder];
+        if names.iter().any(|n| n.trim().is_empty()) {
+            self.problem(0..0, "[inbox] folder names must not be empty");
+        } else if folder == done_folder || folder == hold_folder || done_folder == hold_folder {
+            self.problem(
+                0..0,
+                "[inbox] folder, done_folder and hold_folder must be three different folders",
+            );
+        }
+        InboxConfig {
+            server,
+            folder,
+            done_folder,
+            hold_folder,
+            poll_interval,
+        }
+    }
+
+    fn relay(&mut self, r: raw::Relay) -> RelayConfig {
+        let tls = tls_mode(r.tls.as_ref());
+        let port = r.port.unwrap_or(match tls {
+            TlsMode::Implicit => 465,
+            TlsMode::Starttls => 587,
+            TlsMode::None => 25,
+        });
+        let secret = Secrets {
+            inline: r.password,
+            file: r.password_file,
+            env: r.password_env,
+        };
+        let server = self.server("relay", r.server, port, r.tls, r.ca_file, r.user, secret);
+        let from = match normalize_address(r.from.get_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                self.problem(r.from.span(), format!("relay.from: {e}"));
+                String::new()
+            }
+        };
+        let connections = match r.connections {
+            Some(c) if !(1..=64).contains(c.get_ref()) => {
+                self.problem(c.span(), "relay.connections must be between 1 and 64");
+                DEFAULT_CONNECTIONS
+            }
+            Some(c) => c.into_inner(),
+            None => DEFAULT_CONNECTIONS,
+        };
+        RelayConfig {
+            server,
+            from,
+            from_mode: match r.from_mode {
+                Some(raw::FromMode::Keep) => FromMode::Keep,
+                _ => FromMode::Rewrite,
+            },
+            connections,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn server(
+        &mut self,
+        section: &str,
+        host: Spanned<String>,
+        port: u16,
+        tls: Option<Spanned<raw::Tls>>,
+        ca_file: Option<Spanned<PathBuf>>,
+        user: Option<String>,
+        secret: Secrets,
+    ) -> Server {
+        let mode = tls_mode(tls.as_ref());
+        let host_span = host.span();
+        let host = host.into_inner().trim().to_string();
+        if host.is_empty() {
+            self.problem(host_span.clone(), format!("{section}.server must not be empty"));
+        }
+        if mode == TlsMode::None && !is_loopback(&host) {
+            let span = tls.as_ref().map_or(host_span, |t| t.span());
+            self.problem(
+                span,
+                format!(
+                    "{section}: tls = \"none\" sends passwords and mail in the clear; \
+                     it is only allowed to a loopback server, not {host:?}"
+                ),
+            );
+        }
+        if let Some(ca) = &ca_file {
+            if let Err(e) = std::fs::metadata(ca.get_ref()) {
+                let msg = format!("{section}.ca_file {}: {e}", ca.get_ref().display());
+                self.problem(ca.span(), msg);
+            }
+        }
+        let password = self.secret(section, secret);
+        Server {
+            host,
+            port,
+            tls: mode,
+            ca_file: ca_file.map(Spanned::into_inner),
+            user,
+            password,
+        }
+    }
+
+    /// Resolves the one password source a server section may have.
+    fn secret(&mut self, section: &str, s: Secrets) -> Option<Secret> {
+        let given = [s.inline.is_some(), s.file.is_some(), s.env.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            let span = s.file.as_ref().map(|f| f.span()).unwrap_or(0..0);
+            self.problem(
+                span,
+                format!("{section}: use only one of password, password_file and password_env"),
+            );
+            return None;
+        }
+        if let Some(p) = s.inline {
+            self.warn(
+                p.span(),
+                format!(
+                    "{section}.password is written in the config; \
+                     prefer password_file (mode 0600) or password_env"
+                ),
+            );
+            return Some(Secret::new(p.into_inner()));
+        }
+        if let Some(f) = s.file {
+            return match read_secret_file(f.get_ref()) {
+                Ok(secret) => Some(secret),
+                Err(e) => {
+                    self.problem(f.span(), format!("{section}.password_file {e}"));
+                    None
+                }
+            };
+        }
+        if let Some(var) = s.env {
+            return match std::env::var(var.get_ref()) {
+                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    let msg = format!(
+                        "{section}.password_env: {} is not set in this environment",
+                        var.get_ref()
+                    );
+                    self.warn(var.span(), msg);
+                    None
+                }
+            };
+        }
+        None
+    }
+
+    fn duration(&mut self, value: &Spanned<String>) -> Option<Duration> {
+        match humantime::parse_duration(value.get_ref().trim()) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            Ok(_) => {
+                self.problem(value.span(), "a duration must be at least 1s");
+                None
+            }
+            Err(e) => {
+                let msg = format!("{:?} is not a duration like \"90s\" or \"10m\": {e}", value.get_ref());
+                self.problem(value.span(), msg);
+                None
+            }
+        }
+    }
+
+    fn pods(&mut self, raw: Vec<(String, Range<usize>, raw::Pod)>) -> BTreeMap<String, Pod> {
+        let mut pods = BTreeMap::new();
+        for (key, key_span, pod) in raw {
+            let members = self.members(&key, pod.members);
+            let name = pod.name.unwrap_or_else(|| key.clone());
+            if name.chars().any(char::is_control) {
+                self.problem(key_span, format!("pod {key:?}: name has control characters"));
+            }
+            pods.insert(key.clone(), Pod { key, name, members });
+        }
+        pods
+    }
+
+    fn members(&mut self, pod: &str, members: Spanned<Vec<Spanned<String>>>) -> Vec<Member> {
+        if members.get_ref().is_empty() {
+            self.problem(members.span(), format!("pod {pod:?} has no members"));
+        }
+        let mut out: Vec<Member> = Vec::new();
+        for entry in members.into_inner() {
+            match split_mailbox(entry.get_ref()) {
+                Ok((name, address)) if !out.iter().any(|m| m.address == address) => {
+                    out.push(Member { name, address })
+                }
+                Ok((_, address)) => {
+                    self.problem(entry.span(), format!("pod {pod:?} lists {address} twice"))
+                }
+                Err(e) => self.problem(entry.span(), format!("pod {pod:?}: member {e}")),
+            }
+        }
+        out
+    }
+
+    fn clients(
+        &mut self,
+        raw: Vec<(String, Range<usize>, raw::Client)>,
+        pods: &BTreeMap<String, Pod>,
+        region: Option<&str>,
+        table: &mut RoutingTable,
+    ) -> BTreeMap<String, Client> {
+        let mut clients = BTreeMap::new();
+        for (key, key_span, c) in raw {
+            if !pods.contains_key(c.pod.get_ref()) {
+                let msg = format!(
+                    "client {key:?} names pod {:?}, which is not defined{}",
+                    c.pod.get_ref(),
+                    known_pods(pods)
+                );
+                self.problem(c.pod.span(), msg);
+            }
+            if c.domains.is_empty() && c.addresses.is_empty() && c.phones.is_empty() {
+                self.warn(key_span, format!("client {key:?} has no domains, addresses or phones"));
+            }
+            let n = table.add_client(&key, c.pod.get_ref());
+            let domains = self.claim_all(&key, "domain", c.domains, normalize_domain, |k| {
+                table.insert_domain(k, n)
+            });
+            let addresses = self.claim_all(&key, "address", c.addresses, normalize_address, |k| {
+                table.insert_address(k, n)
+            });
+            let phones = self.claim_all(
+                &key,
+                "phone",
+                c.phones,
+                |p| phone::normalize(p, region),
+                |k| table.insert_phone(k, n),
+            );
+            let name = c.name.unwrap_or_else(|| key.clone());
+            let pod = c.pod.into_inner();
+            clients.insert(
+                key.clone(),
+                Client {
+                    key,
+                    name,
+                    pod,
+                    domains,
+                    addresses,
+                    phones,
+                },
+            );
+        }
+        clients
+    }
+}
+
+impl Validator<'_> {
+    /// Normalises a client's entries of one kind and claims each in the
+    /// table, reporting entries that do not parse or that another client
+    /// holds already.
+    fn claim_all(
+        &mut self,
+        client: &str,
+        kind: &str,
+        entries: Vec<Spanned<String>>,
+        normalize: impl Fn(&str) -> Result<String, String>,
+        mut claim: impl FnMut(String) -> Result<(), Claimed>,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for entry in entries {
+            let key = match normalize(entry.get_ref()) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.problem(entry.span(), format!("client {client:?}: {kind} {e}"));
+                    continue;
+                }
+            };
+            if let Err(Claimed(other)) = claim(key.clone()) {
+                let msg = format!("{kind} {key} is claimed by client {other:?} too");
+                self.problem(entry.span(), format!("client {client:?}: {msg}"));
+            } else if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+        out
+    }
+}
+
+/// The password sources a server section may give.
+struct Secrets {
+    inline: Option<Spanned<String>>,
+    file: Option<Spanned<PathBuf>>,
+    env: Option<Spanned<String>>,
+}
+
+/// Reads a password file, refusing one that others could read.
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {mode:04o}); run chmod 600 on it",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value = text.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
+}
+
+fn tls_mode(tls: Option<&Spanned<raw::Tls>>) -> TlsMode {
+    match tls.map(|t| *t.get_ref()) {
+        Some(raw::Tls::Starttls) => TlsMode::Starttls,
+        Some(raw::Tls::None) => TlsMode::None,
+        Some(raw::Tls::Implicit) | None => TlsMode::Implicit,
+    }
+}
+
+/// Whether a host name or address is on this machine's loopback.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// ", known pods: a, b" for error messages.
+fn known_pods(pods: &BTreeMap<String, Pod>) -> String {
+    if pods.is_empty() {
+        return " (no pods are defined)".into();
+    }
+    let keys: Vec<&str> = pods.keys().map(String::as_str).collect();
+    format!("; known pods: {}", keys.join(", "))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}

@@ -1,0 +1,170 @@
+//! `routing.toml` validation: the shipped table is good, and a broken one
+//! reports every problem at its line and column.
+
+use std::path::Path;
+use std::process::Command;
+
+use podrouter::config;
+
+fn podrouter() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podrouter"));
+    cmd.env_remove("PODROUTER_CONFIG");
+    cmd
+}
+
+#[test]
+fn shipped_table_is_valid() {
+    let config = config::load(Path::new("routing.toml")).expect("routing.toml is valid");
+    assert_eq!(config.pods.len(), 3);
+    assert!(config.clients.len() >= 12);
+    for pod in config.pods.values() {
+        assert!((4..=5).contains(&pod.members.len()), "{} members", pod.key);
+    }
+}
+
+#[test]
+fn check_prints_a_summary() {
+    let out = podrouter().args(["check", "-c", "routing.toml"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("alberta"), "{stdout}");
+    assert!(stdout.contains("3 pods"), "{stdout}");
+}
+
+/// Every kind of problem in one file; each must be reported with its line.
+const BROKEN: &str = r#"[inbox]
+server = "imap.vendor.example"
+tls = "none"
+user = "support@vendor.example"
+password_file = "/nonexistent/podrouter/imap.secret"
+colour = "blue"
+
+[relay]
+server = "smtp.vendor.example"
+from = "not an address"
+
+[routing]
+default_pod = "nowhere"
+
+[pods.east]
+name = "East"
+members = []
+
+[pods.west]
+name = "West"
+members = ["Ana <ana@vendor.example>", "<broken"]
+
+[clients.one]
+pod = "north"
+domains = ["Town.example"]
+
+[clients.two]
+pod = "west"
+domains = ["town.EXAMPLE"]
+addresses = ["clerk@xn--mllerstadt-9db.example"]
+
+[clients.three]
+pod = "west"
+addresses = ["Clerk@Müllerstadt.example"]
+
+[clients.four]
+pod = "west"
+phones = [12]
+"#;
+
+#[test]
+fn broken_table_reports_every_problem_with_its_line() {
+    let err = config::from_str(BROKEN, Path::new("broken.toml")).unwrap_err();
+    let text = err.to_string();
+    let expect = [
+        (3, "loopback"),
+        (5, "password_file"),
+        (6, "colour"),
+        (10, "relay.from"),
+        (13, "default_pod"),
+        (17, "no members"),
+        (21, "member"),
+        (24, "north"),
+        (29, "claimed by client \"one\""),
+        (34, "claimed by client \"two\""),
+        (38, "string"),
+    ];
+    for (line, needle) in expect {
+        let hit = err
+            .problems
+            .iter()
+            .any(|p| p.line == line && p.message.contains(needle));
+        assert!(hit, "no problem at line {line} mentioning {needle:?} in:\n{text}");
+    }
+    assert!(text.lines().all(|l| l.starts_with("broken.toml:")), "{text}");
+    assert_eq!(err.problems.len(), expect.len() + 1, "{text}");
+}
+
+#[test]
+fn duplicate_keys_and_wrong_types_are_located() {
+    let text = "[pods.a]\nmembers = [\"a@v.example\"]\nmembers = [\"b@v.example\"]\n\
+                [clients.c]\npod = 7\n";
+    let err = config::from_str(text, Path::new("t.toml")).unwrap_err();
+    let lines: Vec<usize> = err.problems.iter().map(|p| p.line).collect();
+    assert!(lines.contains(&3), "{err}");
+    assert!(lines.contains(&5), "{err}");
+}
+
+#[test]
+fn world_readable_secret_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("imap.secret");
+    std::fs::write(&secret, "hunter2\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "[inbox]\nserver = \"127.0.0.1\"\ntls = \"none\"\nuser = \"s\"\npassword_file = {:?}\n",
+        secret.display().to_string()
+    );
+    let err = config::from_str(&text, Path::new("t.toml")).unwrap_err();
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    assert!(!err.to_string().contains("hunter2"));
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = config::from_str(&text, Path::new("t.toml")).unwrap();
+    let password = config.inbox.unwrap().server.password.unwrap();
+    assert_eq!(password.expose(), "hunter2");
+    assert!(!format!("{password:?}").contains("hunter2"));
+}
+
+#[test]
+fn check_exits_1_on_a_broken_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, BROKEN).unwrap();
+    let out = podrouter().arg("check").arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.toml:17:"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = podrouter().args(["route"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = podrouter().args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn who_answers_for_address_domain_and_phone() {
+    let run = |what: &str| {
+        let out = podrouter().args(["who", "-c", "routing.toml", what]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run("Clerk@IT.Sunnyvale.example");
+    assert_eq!(code, Some(0));
+    assert!(out.contains("sunnyvale") && out.contains("domain sunnyvale.example"), "{out}");
+    let (_, out) = run("+1 (403) 555-0100");
+    assert!(out.contains("phone +14035550100"), "{out}");
+    let (_, out) = run("xn--mllerstadt-9db.example");
+    assert!(out.contains("mullerstadt"), "{out}");
+    let (code, out) = run("someone@nowhere.example");
+    assert_eq!(code, Some(1));
+    assert!(out.contains("held"), "{out}");
+}
