@@ -14,11 +14,16 @@ pub fn normalize_domain(domain: &str) -> Result<String, String> {
         return Err("empty domain".into());
     }
     if trimmed.starts_with('[') {
-        return Err(format!("address literal {trimmed:?} is not a routable domain"));
+        return Err(format!(
+            "address literal {trimmed:?} is not a routable domain"
+        ));
     }
     let ascii = idna::domain_to_ascii(trimmed)
         .map_err(|_| format!("{trimmed:?} is not a valid domain name"))?;
-    if ascii.split('.').any(|label| label.is_empty() || !is_hostname_label(label)) {
+    if ascii
+        .split('.')
+        .any(|label| label.is_empty() || !is_hostname_label(label))
+    {
         return Err(format!("{trimmed:?} is not a valid domain name"));
     }
     Ok(ascii)
@@ -94,7 +99,14 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_refused() {
-        for bad in ["", "nobody", "@town.example", "a b@town.example", "x@", "x@a..b"] {
+        for bad in [
+            "",
+            "nobody",
+            "@town.example",
+            "a b@town.example",
+            "x@",
+            "x@a..b",
+        ] {
             assert!(normalize_address(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -94,7 +94,9 @@ impl ConfigArg {
             return PathBuf::from(p);
         }
         let found = CONFIG_FALLBACKS.iter().map(Path::new).find(|p| p.exists());
-        found.unwrap_or(Path::new(CONFIG_FALLBACKS[1])).to_path_buf()
+        found
+            .unwrap_or(Path::new(CONFIG_FALLBACKS[1]))
+            .to_path_buf()
     }
 
     /// Loads and validates the config, printing every problem on failure.
@@ -154,10 +156,19 @@ fn write_summary(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
             FromMode::Rewrite => "rewrite",
             FromMode::Keep => "keep",
         };
-        writeln!(out, "  relay  {} from {} ({mode})", server_line(&r.server), r.from)?;
+        writeln!(
+            out,
+            "  relay  {} from {} ({mode})",
+            server_line(&r.server),
+            r.from
+        )?;
     }
     writeln!(out)?;
-    writeln!(out, "  {:<14} {:<36} {:>7} {:>7}", "pod", "name", "members", "clients")?;
+    writeln!(
+        out,
+        "  {:<14} {:<36} {:>7} {:>7}",
+        "pod", "name", "members", "clients"
+    )?;
     for pod in c.pods.values() {
         let clients = c.clients.values().filter(|cl| cl.pod == pod.key).count();
         let name: String = pod.name.chars().take(36).collect();
@@ -196,7 +207,11 @@ fn server_line(s: &Server) -> String {
         TlsMode::Starttls => "starttls",
         TlsMode::None => "plaintext",
     };
-    let user = s.user.as_deref().map(|u| format!("{u} at ")).unwrap_or_default();
+    let user = s
+        .user
+        .as_deref()
+        .map(|u| format!("{u} at "))
+        .unwrap_or_default();
     format!("{user}{}:{} ({tls})", s.host, s.port)
 }
 
@@ -230,7 +245,11 @@ fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
             emit_to(dir, file, &raw, &decision, &config)?;
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Reads a message file, or standard input for `-`.
@@ -258,7 +277,9 @@ fn emit_to(
         relay_from: &relay.from,
         pod_name: pod.map_or("", |p| p.name.as_str()),
     };
-    let name = file.file_name().map_or("stdin.eml".into(), |n| n.to_os_string());
+    let name = file
+        .file_name()
+        .map_or("stdin.eml".into(), |n| n.to_os_string());
     let target = dir.join(name);
     std::fs::write(&target, emit::relay_bytes(raw, d, &opts))
         .with_context(|| format!("writing {}", target.display()))

@@ -207,7 +207,11 @@ fn write_trace(out: &mut Vec<u8>, decision: &Decision, opts: &EmitOptions<'_>) {
             push_header(out, name, &unstructured(value));
         }
     }
-    push_header(out, LOOP_HEADER, &unstructured(&clean_address(opts.relay_from)));
+    push_header(
+        out,
+        LOOP_HEADER,
+        &unstructured(&clean_address(opts.relay_from)),
+    );
 }
 
 /// Keep mode: the sender's headers minus any `X-Podrouter-*`.
@@ -228,8 +232,11 @@ fn write_rewritten(
         .iter()
         .find(|f| f.is("From"))
         .map(Field::value)
-        .filter(|v| !v.is_empty());
-    let has_reply_to = fields.iter().any(|f| f.is("Reply-To") && !f.value().is_empty());
+        .filter(|v| !v.is_empty())
+        .map(|v| legacy_from_reencoded(v, decision));
+    let has_reply_to = fields
+        .iter()
+        .any(|f| f.is("Reply-To") && !f.value().is_empty());
     let block = rewritten_from_block(original_from.as_deref(), has_reply_to, decision, opts);
 
     // Where there is no From at all, our block goes first.
@@ -246,6 +253,28 @@ fn write_rewritten(
         } else if !dropped_on_rewrite(field, has_reply_to) {
             push_field(out, field);
         }
+    }
+}
+
+/// The original From value, or, when it holds raw 8-bit bytes that are not
+/// UTF-8 (legacy software writing Latin-1), the sender rebuilt from its
+/// decoded name and address, so the headers we write are all valid.
+fn legacy_from_reencoded(value: Vec<u8>, decision: &Decision) -> Vec<u8> {
+    let Some(address) = decision.sender.as_deref() else {
+        return value;
+    };
+    if std::str::from_utf8(&value).is_ok() {
+        return value;
+    }
+    let name = decision
+        .sender_name
+        .as_deref()
+        .map(clean_text)
+        .unwrap_or_default();
+    let address = format!("<{}>", clean_address(address));
+    match display_phrase(&name) {
+        phrase if phrase.is_empty() => address.into_bytes(),
+        phrase => format!("{phrase} {address}").into_bytes(),
     }
 }
 
@@ -280,7 +309,9 @@ fn rewritten_from_block(
     if !has_reply_to {
         let sender = decision.sender.as_deref().map(clean_address);
         let fallback = sender.filter(|s| !s.is_empty()).map(|s| format!("<{s}>"));
-        let reply_to = original_from.map(<[u8]>::to_vec).or(fallback.map(String::into_bytes));
+        let reply_to = original_from
+            .map(<[u8]>::to_vec)
+            .or(fallback.map(String::into_bytes));
         if let Some(reply_to) = reply_to {
             push_header(&mut block, "Reply-To", &reply_to);
         }
@@ -295,7 +326,13 @@ fn display_name(decision: &Decision, pod_name: &str) -> String {
         .filter(|n| !n.is_empty())
         .or_else(|| decision.sender.as_deref().map(clean_text))
         .filter(|n| !n.is_empty())
-        .map(|n| n.chars().take(MAX_NAME_CHARS).collect::<String>());
+        .map(|n| {
+            n.chars()
+                .take(MAX_NAME_CHARS)
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        });
     let pod = clean_text(pod_name);
     match (who, pod.is_empty()) {
         (Some(who), false) => format!("{who} via {pod}"),
@@ -387,9 +424,19 @@ fn clean_text(text: &str) -> String {
     let spaced: String = text
         .chars()
         .filter(|&c| !is_bidi_control(c))
-        .map(|c| if c.is_control() || c.is_whitespace() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || c.is_whitespace() {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
-    spaced.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    spaced
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Bidirectional formatting characters, which can disguise a name.
@@ -492,7 +539,10 @@ fn is_wsp(b: u8) -> bool {
 
 /// Bytes without leading and trailing spaces and tabs.
 fn trim_wsp(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| !is_wsp(b)).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|&b| !is_wsp(b))
+        .unwrap_or(bytes.len());
     trim_end_wsp(&bytes[start..])
 }
 
@@ -542,7 +592,11 @@ mod tests {
     fn assert_crlf_only(out: &[u8]) {
         for (i, &b) in out.iter().enumerate() {
             if b == b'\n' {
-                assert_eq!(i.checked_sub(1).map(|p| out[p]), Some(b'\r'), "bare LF at {i}");
+                assert_eq!(
+                    i.checked_sub(1).map(|p| out[p]),
+                    Some(b'\r'),
+                    "bare LF at {i}"
+                );
             }
             if b == b'\r' {
                 assert_eq!(out.get(i + 1), Some(&b'\n'), "bare CR at {i}");
@@ -673,7 +727,10 @@ mod tests {
             let out = emit(raw.as_bytes(), &decision(), mode);
             let fields = header_fields(&out);
             assert_eq!(field(&fields, "X-Podrouter-Pod"), ["alberta"]);
-            assert_eq!(field(&fields, "X-Podrouter-Rule"), ["domain sunnyvale.example"]);
+            assert_eq!(
+                field(&fields, "X-Podrouter-Rule"),
+                ["domain sunnyvale.example"]
+            );
             assert_eq!(field(&fields, "X-Podrouter-Loop"), [RELAY_FROM]);
             assert!(!out.contains("coast") && !out.contains("continued"));
         }
@@ -684,7 +741,10 @@ mod tests {
         let raw = b"From: a@sunnyvale.example\nSubject: x\r\n\nline1\rline2\n.\nQUIT\r\n.\r";
         for mode in [FromMode::Keep, FromMode::Rewrite] {
             let out = emit(raw, &decision(), mode);
-            assert!(out.ends_with("\r\n\r\nline1\r\nline2\r\n.\r\nQUIT\r\n.\r\n"), "{out}");
+            assert!(
+                out.ends_with("\r\n\r\nline1\r\nline2\r\n.\r\nQUIT\r\n.\r\n"),
+                "{out}"
+            );
         }
     }
 
@@ -699,7 +759,9 @@ mod tests {
     #[test]
     fn message_without_body_or_final_newline() {
         let out = emit(b"Subject: only headers", &decision(), FromMode::Keep);
-        assert!(out.ends_with("X-Podrouter-Loop: support@vendor.example\r\nSubject: only headers\r\n"));
+        assert!(
+            out.ends_with("X-Podrouter-Loop: support@vendor.example\r\nSubject: only headers\r\n")
+        );
         assert!(!out.contains("\r\n\r\n"));
         let out = emit(b"", &decision(), FromMode::Rewrite);
         assert!(out.contains("From: \"Jean Tremblay via"));
@@ -731,9 +793,15 @@ mod tests {
         assert!(out.is_ascii() || !out[..out.find("\r\n\r\n").unwrap()].contains('é'));
         let fields = header_fields(&out);
         let from = field(&fields, "From")[0];
-        assert!(from.starts_with("=?UTF-8?Q?Chlo=C3=A9_Tremblay_via_POD_1=3A_Alberta"), "{from}");
+        assert!(
+            from.starts_with("=?UTF-8?Q?Chlo=C3=A9_Tremblay_via_POD_1=3A_Alberta"),
+            "{from}"
+        );
         assert!(from.ends_with(" <support@vendor.example>"));
-        assert_eq!(decode_words(from), "Chloé Tremblay via POD 1: Alberta towns");
+        assert_eq!(
+            decode_words(from),
+            "Chloé Tremblay via POD 1: Alberta towns"
+        );
     }
 
     #[test]
@@ -764,14 +832,19 @@ mod tests {
                 assert!(line.len() <= 76, "{line}");
             }
         }
-        for word in head.split([' ', '\r', '\n']).filter(|w| w.starts_with("=?")) {
+        for word in head
+            .split([' ', '\r', '\n'])
+            .filter(|w| w.starts_with("=?"))
+        {
             assert!(word.len() <= 75, "{word}");
         }
     }
 
     #[test]
     fn long_raw_from_is_refolded() {
-        let long = (0..60).map(|i| format!("u{i}@sunnyvale.example")).collect::<Vec<_>>();
+        let long = (0..60)
+            .map(|i| format!("u{i}@sunnyvale.example"))
+            .collect::<Vec<_>>();
         let raw = format!("From: {}\r\n\r\nx\r\n", long.join(", "));
         let out = emit(raw.as_bytes(), &decision(), FromMode::Rewrite);
         assert!(out.split("\r\n").all(|l| l.len() <= 998));
@@ -796,7 +869,23 @@ mod tests {
         assert_crlf_only(&out);
         let needle: &[u8] = b"Subject: caf\xe9\r\n";
         assert!(out.windows(needle.len()).any(|w| w == needle));
-        let needle: &[u8] = b"X-Original-From: J\xc3\xa9r\xf4me <j@sunnyvale.example>\r\n";
+        // Not UTF-8, so the From we copy is rebuilt from the decoded sender.
+        let text = String::from_utf8_lossy(&out);
+        let fields = header_fields(&text);
+        let original = field(&fields, "X-Original-From");
+        assert_eq!(original.len(), 1);
+        assert!(original[0].is_ascii(), "{original:?}");
+        assert!(
+            original[0].ends_with("<jean@sunnyvale.example>"),
+            "{original:?}"
+        );
+    }
+
+    #[test]
+    fn utf8_from_is_copied_as_written() {
+        let raw = "From: Jérôme <j@sunnyvale.example>\r\n\r\nx\r\n".as_bytes();
+        let out = relay_bytes(raw, &decision(), &opts(FromMode::Rewrite));
+        let needle = "X-Original-From: Jérôme <j@sunnyvale.example>\r\n".as_bytes();
         assert!(out.windows(needle.len()).any(|w| w == needle));
     }
 
@@ -817,7 +906,10 @@ mod tests {
         let out = emit(MAIL.as_bytes(), &d, FromMode::Rewrite);
         let fields = header_fields(&out);
         assert_eq!(fields[0], "X-Podrouter-Loop: support@vendor.example");
-        assert_eq!(field(&fields, "From"), ["\"POD 1: Alberta towns\" <support@vendor.example>"]);
+        assert_eq!(
+            field(&fields, "From"),
+            ["\"POD 1: Alberta towns\" <support@vendor.example>"]
+        );
     }
 
     #[test]
@@ -861,9 +953,15 @@ mod tests {
         let out = relay_bytes(MAIL.as_bytes(), &d, &opts(FromMode::Rewrite));
         let msg = mail_parser::MessageParser::default().parse(&out).unwrap();
         let from = msg.from().and_then(|a| a.first()).unwrap();
-        let expected = format!("{} via {POD}", clean_text(d.sender_name.as_deref().unwrap()));
+        let expected = format!(
+            "{} via {POD}",
+            clean_text(d.sender_name.as_deref().unwrap())
+        );
         assert_eq!(from.name.as_deref(), Some(expected.as_str()));
         assert_eq!(from.address.as_deref(), Some(RELAY_FROM));
-        assert_eq!(msg.body_text(0).unwrap().trim_end(), "The printer is jammed.\r\n.\r\nThanks");
+        assert_eq!(
+            msg.body_text(0).unwrap().trim_end(),
+            "The printer is jammed.\r\n.\r\nThanks"
+        );
     }
 }

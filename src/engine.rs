@@ -161,7 +161,10 @@ pub fn decide(config: &Config, raw: &[u8]) -> Decision {
                 d.rule = Some(Rule::Default);
             }
             None => {
-                d.reason = format!("no client matches {} and there is no default_pod", sender.address);
+                d.reason = format!(
+                    "no client matches {} and there is no default_pod",
+                    sender.address
+                );
                 return d;
             }
         }
@@ -201,7 +204,10 @@ fn route_to_pod(config: &Config, mut d: Decision) -> Decision {
 
 /// A Message-ID without angle brackets or stray white space.
 fn clean_message_id(id: &str) -> String {
-    id.trim().trim_start_matches('<').trim_end_matches('>').to_string()
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
 }
 
 /// A subject on one line, for logs and the journal.

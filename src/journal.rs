@@ -613,7 +613,10 @@ mod tests {
             pod: Some("alberta".to_owned()),
             rule: Some(Rule::Domain("sunnyvale.example".to_owned())),
             reason: "domain sunnyvale.example".to_owned(),
-            recipients: vec!["ana@vendor.example".to_owned(), "ben@vendor.example".to_owned()],
+            recipients: vec![
+                "ana@vendor.example".to_owned(),
+                "ben@vendor.example".to_owned(),
+            ],
             message_id: message_id.map(str::to_owned),
             subject: Some("Printer".to_owned()),
         }
@@ -638,9 +641,11 @@ mod tests {
 
     fn column(j: &Journal, id: RowId, name: &str) -> Option<String> {
         j.lock()
-            .query_row(&format!("SELECT {name} FROM messages WHERE id = ?1"), [id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                &format!("SELECT CAST({name} AS TEXT) FROM messages WHERE id = ?1"),
+                [id],
+                |r| r.get(0),
+            )
             .unwrap()
     }
 
@@ -648,7 +653,8 @@ mod tests {
     fn relay_and_file(j: &Journal, s: &Sighting<'_>) -> RowId {
         let id = open_id(&j.observe(s, |_| true).unwrap());
         j.begin_attempt(id).unwrap();
-        j.record_relayed(id, &s.decision.recipients, &[], "250 ok").unwrap();
+        j.record_relayed(id, &s.decision.recipients, &[], "250 ok")
+            .unwrap();
         j.record_filed(&[id], "Routed").unwrap();
         id
     }
@@ -664,7 +670,9 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         let conn = j.lock();
-        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('messages')").unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info('messages')")
+            .unwrap();
         let names: Vec<String> = stmt
             .query_map([], |r| r.get(0))
             .unwrap()
@@ -706,7 +714,10 @@ mod tests {
         let id = open_id(&seen);
         assert_eq!(column(&j, id, "state").as_deref(), Some("pending"));
         assert_eq!(column(&j, id, "action").as_deref(), Some("relay"));
-        assert_eq!(column(&j, id, "rule").as_deref(), Some("domain sunnyvale.example"));
+        assert_eq!(
+            column(&j, id, "rule").as_deref(),
+            Some("domain sunnyvale.example")
+        );
         assert_eq!(
             column(&j, id, "recipients").as_deref(),
             Some("ana@vendor.example, ben@vendor.example")
@@ -746,7 +757,8 @@ mod tests {
         let s = sighting(7, 1, &hash, &d);
         let id = open_id(&j.observe(&s, |_| true).unwrap());
         assert_eq!(j.begin_attempt(id).unwrap(), 1);
-        j.record_accepted(id, "ana@vendor.example", "250 ok").unwrap();
+        j.record_accepted(id, "ana@vendor.example", "250 ok")
+            .unwrap();
 
         let seen = j.observe(&s, |_| true).unwrap();
         assert_eq!(
@@ -794,7 +806,13 @@ mod tests {
         let h2 = content_hash(b"Received: two\r\n\r\nbody");
         relay_and_file(&j, &sighting(7, 1, &h1, &d));
         let seen = j.observe(&sighting(7, 2, &h2, &d), |_| true).unwrap();
-        assert!(matches!(seen, Seen::Relayed { duplicate_of: Some(_), .. }));
+        assert!(matches!(
+            seen,
+            Seen::Relayed {
+                duplicate_of: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -835,7 +853,9 @@ mod tests {
         let d = decision(Some("a@x"), "clerk@sunnyvale.example");
         let hash = content_hash(b"raw");
         let first = open_id(&j.observe(&sighting(7, 1, &hash, &d), |_| true).unwrap());
-        let seen = j.observe(&sighting(7, 2, &hash, &d), |uid| uid == 1).unwrap();
+        let seen = j
+            .observe(&sighting(7, 2, &hash, &d), |uid| uid == 1)
+            .unwrap();
         assert_eq!(seen, Seen::Twin { of: first });
         // The first copy vanished from the inbox: the second takes its row.
         let seen = j.observe(&sighting(7, 2, &hash, &d), |_| false).unwrap();
@@ -850,7 +870,8 @@ mod tests {
         let hash = content_hash(b"raw");
         let id = open_id(&j.observe(&sighting(7, 1, &hash, &d), |_| true).unwrap());
         j.begin_attempt(id).unwrap();
-        j.record_accepted(id, "ana@vendor.example", "250 ok").unwrap();
+        j.record_accepted(id, "ana@vendor.example", "250 ok")
+            .unwrap();
         j.record_deferred(id, "451 try later").unwrap();
 
         let seen = j.observe(&sighting(8, 5, &hash, &d), |_| true).unwrap();
@@ -872,10 +893,17 @@ mod tests {
         let d = decision(Some("a@x"), "clerk@sunnyvale.example");
         let hash = content_hash(b"raw");
         let id = open_id(&j.observe(&sighting(7, 1, &hash, &d), |_| true).unwrap());
-        j.record_refused(id, &[("ana@vendor.example".into(), "550 no".into())], "550 no")
-            .unwrap();
+        j.record_refused(
+            id,
+            &[("ana@vendor.example".into(), "550 no".into())],
+            "550 no",
+        )
+        .unwrap();
         j.record_filed(&[id], "Held").unwrap();
-        assert_eq!(column(&j, id, "refused").as_deref(), Some("ana@vendor.example: 550 no"));
+        assert_eq!(
+            column(&j, id, "refused").as_deref(),
+            Some("ana@vendor.example: 550 no")
+        );
 
         let seen = j.observe(&sighting(7, 9, &hash, &d), |_| true).unwrap();
         assert_ne!(open_id(&seen), id);
@@ -889,9 +917,15 @@ mod tests {
         let hash = content_hash(b"raw");
         let id = open_id(&j.observe(&sighting(7, 1, &hash, &d), |_| true).unwrap());
         let accepted = vec!["ana@vendor.example".to_owned()];
-        let refused = vec![("ben@vendor.example".to_owned(), "550 5.1.1 unknown".to_owned())];
+        let refused = vec![(
+            "ben@vendor.example".to_owned(),
+            "550 5.1.1 unknown".to_owned(),
+        )];
         j.record_relayed(id, &accepted, &refused, "250 ok").unwrap();
-        assert_eq!(column(&j, id, "accepted").as_deref(), Some("ana@vendor.example"));
+        assert_eq!(
+            column(&j, id, "accepted").as_deref(),
+            Some("ana@vendor.example")
+        );
         assert_eq!(
             column(&j, id, "refused").as_deref(),
             Some("ben@vendor.example: 550 5.1.1 unknown")

@@ -1,1 +1,506 @@
-//! TODO
+//! SMTP out: hands a message to the `[relay]` server for a pod's members.
+//!
+//! [`Relay`] wraps lettre's pooled `AsyncSmtpTransport` (up to
+//! `relay.connections` connections). The envelope sender is `relay.from`;
+//! the recipients are the decision's. [`Relay::deliver`] sorts every
+//! outcome into accepted, refused for good, or deferred, which decides
+//! whether a message is filed, held or retried.
+//!
+//! lettre ends a transaction at the first refused RCPT, before DATA, and
+//! its error does not say which recipient was refused. So when a message
+//! with several recipients is refused for good, it is sent again once per
+//! recipient; each recipient that accepts is reported through a callback
+//! (the journal records it) before the next one is tried.
+//!
+//! lettre's `tracing` feature stays off: its debug output writes the AUTH
+//! line.
+
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::response::Response;
+use lettre::transport::smtp::{authentication::Credentials, PoolConfig};
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::{RelayConfig, TlsMode};
+use crate::tls::{self, TlsError};
+
+/// How long one SMTP command may take before the attempt is deferred.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an unused pooled connection stays open.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Why a message could not be relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// `tls = "none"` names a host that is not this machine.
+    #[error("refusing plaintext SMTP to {host}: tls = \"none\" is only allowed to loopback")]
+    PlaintextNotLoopback {
+        /// The configured host.
+        host: String,
+    },
+    /// The trust anchors could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// `relay.from` or a recipient is not a valid address.
+    #[error("invalid address {address:?}: {reason}")]
+    Address {
+        /// The address as given.
+        address: String,
+        /// What lettre said.
+        reason: String,
+    },
+    /// The SMTP exchange failed (connection, TLS, or a negative reply).
+    #[error("smtp: {}", reply_of(.0))]
+    Smtp(#[from] lettre::transport::smtp::Error),
+}
+
+impl RelayError {
+    /// Whether retrying cannot help this message: a 5xx reply to it, an
+    /// invalid recipient, or a message lettre refuses to send.
+    ///
+    /// Authentication refusals (530, 534, 535, 538) are 5xx too, but they
+    /// concern the relay account, not the message, so they count as
+    /// temporary: the message waits while a person fixes the account.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            RelayError::Address { .. } => true,
+            RelayError::Smtp(e) if e.is_permanent() => !is_auth_code(e),
+            RelayError::Smtp(e) if e.is_client() => e.to_string().contains("non-ascii"),
+            _ => false,
+        }
+    }
+
+    /// The server's reply (code and text) or a short description.
+    pub fn reply(&self) -> String {
+        match self {
+            RelayError::Smtp(e) => reply_of(e),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether a person must fix the settings (logged as an error).
+    pub fn is_setup_problem(&self) -> bool {
+        match self {
+            RelayError::PlaintextNotLoopback { .. } | RelayError::Tls(_) => true,
+            RelayError::Smtp(e) => e.is_tls() || is_auth_code(e) || e.is_client(),
+            RelayError::Address { .. } => false,
+        }
+    }
+}
+
+/// Whether an SMTP error is a refusal of the relay account.
+fn is_auth_code(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538))
+}
+
+/// The code and text of a negative reply, or lettre's description.
+fn reply_of(e: &lettre::transport::smtp::Error) -> String {
+    match (e.status(), std::error::Error::source(e)) {
+        (Some(code), Some(text)) => format!("{code} {text}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// The code and first line of a positive reply, for the journal.
+fn reply_text(response: &Response) -> String {
+    let line = response.first_line().unwrap_or("");
+    format!("{} {line}", response.code()).trim_end().to_owned()
+}
+
+/// What became of one message.
+#[derive(Debug)]
+pub enum Delivery {
+    /// At least one recipient accepted it; the others listed were refused.
+    Accepted {
+        /// Recipients that accepted it in this call.
+        accepted: Vec<String>,
+        /// Recipients refused for good, each with the reply.
+        refused: Vec<(String, String)>,
+        /// The last positive reply.
+        reply: String,
+    },
+    /// Every recipient was refused for good.
+    Refused {
+        /// Each recipient with the reply.
+        refused: Vec<(String, String)>,
+        /// The reply to the whole message.
+        reply: String,
+    },
+    /// A temporary failure; recipients already reported through the
+    /// callback have the message, the rest must be retried.
+    Deferred {
+        /// What went wrong.
+        error: RelayError,
+    },
+}
+
+/// The SMTP side of the daemon: one pooled transport.
+pub struct Relay {
+    /// lettre's transport; cloning it shares the pool.
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// The envelope sender.
+    from: Address,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("from", &self.from).finish()
+    }
+}
+
+impl Relay {
+    /// Builds the transport; no connection is opened until the first send.
+    pub fn new(config: &RelayConfig) -> Result<Relay, RelayError> {
+        let server = &config.server;
+        let tls = match server.tls {
+            TlsMode::Implicit => Tls::Wrapper(tls_parameters(config)?),
+            TlsMode::Starttls => Tls::Required(tls_parameters(config)?),
+            TlsMode::None if tls::is_loopback_host(&server.host) => Tls::None,
+            TlsMode::None => {
+                return Err(RelayError::PlaintextNotLoopback {
+                    host: server.host.clone(),
+                })
+            }
+        };
+        let pool = PoolConfig::new()
+            .max_size(config.connections.max(1) as u32)
+            .idle_timeout(POOL_IDLE);
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&server.host)
+            .port(server.port)
+            .tls(tls)
+            .timeout(Some(COMMAND_TIMEOUT))
+            .pool_config(pool);
+        if let (Some(user), Some(password)) = (&server.user, &server.password) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        }
+        Ok(Relay {
+            transport: builder.build(),
+            from: parse_address(&config.from)?,
+        })
+    }
+
+    /// Sends `bytes` to `recipients`; see the module doc for the fallback
+    /// to one transaction per recipient. `on_accept(recipient, reply)` runs
+    /// after each single-recipient acceptance, before the next send; its
+    /// error stops the delivery.
+    pub async fn deliver<E>(
+        &self,
+        bytes: &[u8],
+        recipients: &[String],
+        mut on_accept: impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<Delivery, E> {
+        let first = self.send_with_retry(bytes, recipients).await;
+        let error = match first {
+            Ok(reply) => {
+                return Ok(Delivery::Accepted {
+                    accepted: recipients.to_vec(),
+                    refused: Vec::new(),
+                    reply,
+                })
+            }
+            Err(error) => error,
+        };
+        if !error.is_permanent() {
+            return Ok(Delivery::Deferred { error });
+        }
+        if recipients.len() < 2 {
+            let refused = recipients
+                .iter()
+                .map(|r| (r.clone(), error.reply()))
+                .collect();
+            return Ok(Delivery::Refused {
+                refused,
+                reply: error.reply(),
+            });
+        }
+        tracing::warn!(
+            reply = %error.reply(),
+            "relay refused the message; trying each recipient on its own"
+        );
+        self.deliver_one_by_one(bytes, recipients, &mut on_accept)
+            .await
+    }
+
+    /// The per-recipient fallback after a permanent refusal.
+    async fn deliver_one_by_one<E>(
+        &self,
+        bytes: &[u8],
+        recipients: &[String],
+        on_accept: &mut impl FnMut(&str, &str) -> Result<(), E>,
+    ) -> Result<Delivery, E> {
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        let mut last_reply = String::new();
+        for rcpt in recipients {
+            match self
+                .send_with_retry(bytes, std::slice::from_ref(rcpt))
+                .await
+            {
+                Ok(reply) => {
+                    on_accept(rcpt, &reply)?;
+                    accepted.push(rcpt.clone());
+                    last_reply = reply;
+                }
+                Err(e) if e.is_permanent() => refused.push((rcpt.clone(), e.reply())),
+                Err(error) => return Ok(Delivery::Deferred { error }),
+            }
+        }
+        if accepted.is_empty() {
+            let reply = refused.last().map(|(_, r)| r.clone()).unwrap_or_default();
+            return Ok(Delivery::Refused { refused, reply });
+        }
+        Ok(Delivery::Accepted {
+            accepted,
+            refused,
+            reply: last_reply,
+        })
+    }
+
+    /// One transaction, tried a second time at once after a temporary
+    /// failure (a pooled connection may have hit a per-session limit).
+    async fn send_with_retry(&self, bytes: &[u8], to: &[String]) -> Result<String, RelayError> {
+        match self.send_once(bytes, to).await {
+            Err(e) if !e.is_permanent() && !e.is_setup_problem() => {
+                tracing::debug!(reply = %e.reply(), "temporary smtp failure; trying once more");
+                self.send_once(bytes, to).await
+            }
+            other => other,
+        }
+    }
+
+    /// One SMTP transaction for `to`.
+    async fn send_once(&self, bytes: &[u8], to: &[String]) -> Result<String, RelayError> {
+        let to = to
+            .iter()
+            .map(|r| parse_address(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let envelope =
+            Envelope::new(Some(self.from.clone()), to).map_err(|e| RelayError::Address {
+                address: String::new(),
+                reason: e.to_string(),
+            })?;
+        let response = self.transport.send_raw(&envelope, bytes).await?;
+        Ok(reply_text(&response))
+    }
+
+    /// Closes the pooled connections.
+    pub async fn shutdown(&self) {
+        self.transport.shutdown().await;
+    }
+}
+
+/// lettre's TLS settings: system roots plus `ca_file`, name checked.
+fn tls_parameters(config: &RelayConfig) -> Result<TlsParameters, RelayError> {
+    let server = &config.server;
+    let mut builder = TlsParameters::builder(server.host.clone());
+    if let Some(path) = &server.ca_file {
+        let pem = tls::read_ca_pem(path)?;
+        tls::read_ca_certs(path)?;
+        builder = builder.add_root_certificate(Certificate::from_pem(&pem)?);
+    }
+    Ok(builder.build_rustls()?)
+}
+
+/// Parses an addr-spec for the envelope.
+fn parse_address(text: &str) -> Result<Address, RelayError> {
+    text.parse()
+        .map_err(|e: lettre::address::AddressError| RelayError::Address {
+            address: text.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FromMode, Server};
+
+    fn config(host: &str, tls: TlsMode) -> RelayConfig {
+        RelayConfig {
+            server: Server {
+                host: host.to_owned(),
+                port: 25,
+                tls,
+                ca_file: None,
+                user: None,
+                password: None,
+            },
+            from: "support@vendor.example".to_owned(),
+            from_mode: FromMode::Rewrite,
+            connections: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn plaintext_is_refused_off_loopback() {
+        let err = Relay::new(&config("smtp.vendor.example", TlsMode::None)).unwrap_err();
+        assert!(
+            matches!(err, RelayError::PlaintextNotLoopback { .. }),
+            "{err}"
+        );
+        assert!(err.is_setup_problem());
+        Relay::new(&config("127.0.0.1", TlsMode::None)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_bad_from_is_refused() {
+        let mut c = config("127.0.0.1", TlsMode::None);
+        c.from = "not an address".to_owned();
+        assert!(matches!(Relay::new(&c), Err(RelayError::Address { .. })));
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_temporary_failure() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let mut c = config("127.0.0.1", TlsMode::None);
+        c.server.port = port;
+        let relay = Relay::new(&c).unwrap();
+        let rcpts = vec!["ana@vendor.example".to_owned()];
+        let out = relay
+            .deliver(
+                b"Subject: x\r\n\r\nbody\r\n",
+                &rcpts,
+                |_, _| Ok::<_, ()>(()),
+            )
+            .await
+            .unwrap();
+        let Delivery::Deferred { error } = out else {
+            panic!("expected a deferral, got {out:?}");
+        };
+        assert!(!error.is_permanent());
+    }
+
+    /// A tiny SMTP server: refuses RCPT for local parts starting with
+    /// `bad`, answers DATA with `data_reply`.
+    async fn fake_smtp(data_reply: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(fake_session(stream, data_reply));
+            }
+        });
+        port
+    }
+
+    async fn fake_session(stream: tokio::net::TcpStream, data_reply: &'static str) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let _ = write.write_all(b"220 fake ESMTP\r\n").await;
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let reply: &str = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                data_reply
+            } else if line.starts_with("EHLO") {
+                "250-fake\r\n250 8BITMIME"
+            } else if line.starts_with("RCPT TO:<bad") {
+                "550 5.1.1 no such user"
+            } else if line == "DATA" {
+                in_data = true;
+                "354 go ahead"
+            } else if line == "QUIT" {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            } else {
+                "250 ok"
+            };
+            let _ = write.write_all(format!("{reply}\r\n").as_bytes()).await;
+        }
+    }
+
+    fn relay_to(port: u16) -> Relay {
+        let mut c = config("127.0.0.1", TlsMode::None);
+        c.server.port = port;
+        Relay::new(&c).unwrap()
+    }
+
+    const MESSAGE: &[u8] = b"Subject: x\r\n\r\nbody\r\n";
+
+    #[tokio::test]
+    async fn a_refused_recipient_falls_back_to_one_transaction_each() {
+        let relay = relay_to(fake_smtp("250 2.0.0 queued").await);
+        let rcpts: Vec<String> = [
+            "ana@vendor.example",
+            "bad@vendor.example",
+            "ben@vendor.example",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut reported = Vec::new();
+        let out = relay
+            .deliver(MESSAGE, &rcpts, |r, _| {
+                reported.push(r.to_owned());
+                Ok::<_, ()>(())
+            })
+            .await
+            .unwrap();
+        let Delivery::Accepted {
+            accepted,
+            refused,
+            reply,
+        } = out
+        else {
+            panic!("expected a partial delivery, got {out:?}");
+        };
+        assert_eq!(accepted, ["ana@vendor.example", "ben@vendor.example"]);
+        assert_eq!(reported, accepted);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, "bad@vendor.example");
+        assert!(refused[0].1.starts_with("550"), "{}", refused[0].1);
+        assert_eq!(reply, "250 2.0.0 queued");
+    }
+
+    #[tokio::test]
+    async fn all_refused_is_permanent() {
+        let relay = relay_to(fake_smtp("250 queued").await);
+        let rcpts = vec![
+            "bad1@vendor.example".to_owned(),
+            "bad2@vendor.example".to_owned(),
+        ];
+        let out = relay
+            .deliver(MESSAGE, &rcpts, |_, _| Ok::<_, ()>(()))
+            .await
+            .unwrap();
+        assert!(matches!(out, Delivery::Refused { ref refused, .. } if refused.len() == 2));
+    }
+
+    #[tokio::test]
+    async fn a_4xx_at_data_is_deferred() {
+        let relay = relay_to(fake_smtp("451 4.3.0 try later").await);
+        let rcpts = vec!["ana@vendor.example".to_owned()];
+        let out = relay
+            .deliver(MESSAGE, &rcpts, |_, _| Ok::<_, ()>(()))
+            .await
+            .unwrap();
+        let Delivery::Deferred { error } = out else {
+            panic!("expected a deferral, got {out:?}");
+        };
+        assert!(error.reply().starts_with("451"), "{}", error.reply());
+    }
+
+    #[tokio::test]
+    async fn a_callback_error_stops_the_delivery() {
+        let relay = relay_to(fake_smtp("250 queued").await);
+        let rcpts = vec![
+            "ana@vendor.example".to_owned(),
+            "bad@vendor.example".to_owned(),
+        ];
+        let out = relay
+            .deliver(MESSAGE, &rcpts, |_, _| Err("journal full"))
+            .await;
+        assert_eq!(out.unwrap_err(), "journal full");
+    }
+}

@@ -138,14 +138,23 @@ mod tests {
         let m = t.lookup_address("mayor@town.example").unwrap();
         assert_eq!((m.client, m.pod), ("city", "west"));
         assert_eq!(m.rule, Rule::Address("mayor@town.example".into()));
-        assert_eq!(t.lookup_address("clerk@town.example").unwrap().client, "town");
+        assert_eq!(
+            t.lookup_address("clerk@town.example").unwrap().client,
+            "town"
+        );
     }
 
     #[test]
     fn longest_domain_wins() {
         let t = table();
-        assert_eq!(t.lookup_address("a@x.mail.town.example").unwrap().client, "city");
-        assert_eq!(t.lookup_address("a@it.town.example").unwrap().client, "town");
+        assert_eq!(
+            t.lookup_address("a@x.mail.town.example").unwrap().client,
+            "city"
+        );
+        assert_eq!(
+            t.lookup_address("a@it.town.example").unwrap().client,
+            "town"
+        );
     }
 
     #[test]

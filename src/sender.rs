@@ -6,7 +6,7 @@
 //! `"clerk@town.example" <someone@elsewhere.example>` routes by
 //! `someone@elsewhere.example`.
 
-use mail_parser::{Address, Message};
+use mail_parser::{Address, HeaderName, Message, MessageParser};
 
 use crate::address::normalize_address;
 
@@ -21,9 +21,27 @@ pub struct Sender {
 
 /// Finds the sender: the first usable mailbox in From, else in Sender.
 pub fn find(msg: &Message<'_>) -> Option<Sender> {
-    msg.from()
-        .and_then(first_usable)
-        .or_else(|| msg.sender().and_then(first_usable))
+    from_header(msg, HeaderName::From).or_else(|| from_header(msg, HeaderName::Sender))
+}
+
+/// The sender named by one header (the first of that name).
+///
+/// A header with raw 8-bit bytes that are not UTF-8 was written by legacy
+/// software in a single-byte charset; it is read as Latin-1 (which
+/// Windows-1252 extends) rather than with replacement characters, so a
+/// name like "François" survives into the rewritten From.
+fn from_header(msg: &Message<'_>, name: HeaderName<'_>) -> Option<Sender> {
+    let header = msg.headers().iter().find(|h| h.name == name)?;
+    let start = header.offset_start as usize;
+    let end = header.offset_end as usize;
+    let raw = msg.raw_message().get(start..end).unwrap_or_default();
+    if std::str::from_utf8(raw).is_ok() {
+        return header.value().as_address().and_then(first_usable);
+    }
+    let latin1: String = raw.iter().map(|&b| char::from(b)).collect();
+    let reparsed = format!("From:{latin1}\r\n\r\n");
+    let msg = MessageParser::default().parse(reparsed.as_bytes())?;
+    msg.from().and_then(first_usable)
 }
 
 /// The first mailbox of an address list or group whose address parses.
@@ -41,7 +59,6 @@ fn first_usable(list: &Address<'_>) -> Option<Sender> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mail_parser::MessageParser;
 
     fn sender_of(headers: &str) -> Option<Sender> {
         let raw = format!("{headers}\r\nSubject: t\r\n\r\nbody\r\n");
@@ -73,6 +90,15 @@ mod tests {
         let s = sender_of("From: undisclosed\r\nSender: clerk@town.example").unwrap();
         assert_eq!(s.address, "clerk@town.example");
         assert!(sender_of("From: nobody at all").is_none());
+    }
+
+    #[test]
+    fn latin1_names_are_not_mangled() {
+        let raw = b"From: Fran\xe7ois <f@town.example>\r\nSubject: t\r\n\r\nbody\r\n";
+        let msg = MessageParser::default().parse(&raw[..]).unwrap();
+        let s = find(&msg).unwrap();
+        assert_eq!(s.name.as_deref(), Some("François"));
+        assert_eq!(s.address, "f@town.example");
     }
 
     #[test]

@@ -64,7 +64,10 @@ fn every_corpus_message_gets_a_decision() {
             Ok((d, bytes)) => {
                 counts[d.action as usize] += 1;
                 if has_bare_line_ending(&bytes) {
-                    failures.push(format!("{}: bare CR or LF in relayed bytes", file.display()));
+                    failures.push(format!(
+                        "{}: bare CR or LF in relayed bytes",
+                        file.display()
+                    ));
                 }
             }
         }

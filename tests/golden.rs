@@ -73,7 +73,11 @@ fn golden_cases() {
         let decision = engine::decide(&config, &raw);
         let mut json = serde_json::to_string_pretty(&expected_json(&decision)).unwrap();
         json.push('\n');
-        compare(&case.with_extension("expected.json"), json.as_bytes(), &mut failures);
+        compare(
+            &case.with_extension("expected.json"),
+            json.as_bytes(),
+            &mut failures,
+        );
         if decision.action == Action::Relay {
             let bytes = relayed(&config, &raw, &decision);
             compare(&case.with_extension("relayed"), &bytes, &mut failures);

@@ -102,11 +102,36 @@ pub struct Client {
 }
 
 impl Keys for Inbox {
-    const KEYS: &'static [&'static str] = &["server", "port", "tls", "ca_file", "user", "password", "password_file", "password_env", "folder", "done_folder", "hold_folder", "poll_interval"];
+    const KEYS: &'static [&'static str] = &[
+        "server",
+        "port",
+        "tls",
+        "ca_file",
+        "user",
+        "password",
+        "password_file",
+        "password_env",
+        "folder",
+        "done_folder",
+        "hold_folder",
+        "poll_interval",
+    ];
 }
 
 impl Keys for Relay {
-    const KEYS: &'static [&'static str] = &["server", "port", "tls", "ca_file", "user", "password", "password_file", "password_env", "from", "from_mode", "connections"];
+    const KEYS: &'static [&'static str] = &[
+        "server",
+        "port",
+        "tls",
+        "ca_file",
+        "user",
+        "password",
+        "password_file",
+        "password_env",
+        "from",
+        "from_mode",
+        "connections",
+    ];
 }
 
 impl Keys for Daemon {

@@ -117,7 +117,11 @@ impl Validator<'_> {
                 let msg = format!(
                     "unknown key `{}`, expected one of {}",
                     key.get_ref(),
-                    T::KEYS.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    T::KEYS
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 self.problem(key.span(), msg);
                 table.remove(&key);
@@ -186,7 +190,10 @@ impl Validator<'_> {
             match phone::normalize("+1 403 555 0100", Some(&region)) {
                 Ok(_) => Some(region),
                 Err(_) => {
-                    self.problem(span, format!("unknown region {region:?}; use a code like \"CA\""));
+                    self.problem(
+                        span,
+                        format!("unknown region {region:?}; use a code like \"CA\""),
+                    );
                     None
                 }
             }
@@ -195,7 +202,11 @@ impl Validator<'_> {
         let default_pod = s.routing.default_pod.and_then(|p| {
             let known = pods.contains_key(p.get_ref());
             if !known {
-                let msg = format!("default_pod {:?} is not a pod{}", p.get_ref(), known_pods(&pods));
+                let msg = format!(
+                    "default_pod {:?} is not a pod{}",
+                    p.get_ref(),
+                    known_pods(&pods)
+                );
                 self.problem(p.span(), msg);
             }
             known.then(|| p.into_inner())
@@ -321,7 +332,10 @@ impl Validator<'_> {
         let host_span = host.span();
         let host = host.into_inner().trim().to_string();
         if host.is_empty() {
-            self.problem(host_span.clone(), format!("{section}.server must not be empty"));
+            self.problem(
+                host_span.clone(),
+                format!("{section}.server must not be empty"),
+            );
         }
         if mode == TlsMode::None && !is_loopback(&host) {
             let span = tls.as_ref().map_or(host_span, |t| t.span());
@@ -404,7 +418,10 @@ impl Validator<'_> {
                 None
             }
             Err(e) => {
-                let msg = format!("{:?} is not a duration like \"90s\" or \"10m\": {e}", value.get_ref());
+                let msg = format!(
+                    "{:?} is not a duration like \"90s\" or \"10m\": {e}",
+                    value.get_ref()
+                );
                 self.problem(value.span(), msg);
                 None
             }
@@ -417,7 +434,10 @@ impl Validator<'_> {
             let members = self.members(&key, pod.members);
             let name = pod.name.unwrap_or_else(|| key.clone());
             if name.chars().any(char::is_control) {
-                self.problem(key_span, format!("pod {key:?}: name has control characters"));
+                self.problem(
+                    key_span,
+                    format!("pod {key:?}: name has control characters"),
+                );
             }
             pods.insert(key.clone(), Pod { key, name, members });
         }
@@ -461,7 +481,10 @@ impl Validator<'_> {
                 self.problem(c.pod.span(), msg);
             }
             if c.domains.is_empty() && c.addresses.is_empty() && c.phones.is_empty() {
-                self.warn(key_span, format!("client {key:?} has no domains, addresses or phones"));
+                self.warn(
+                    key_span,
+                    format!("client {key:?} has no domains, addresses or phones"),
+                );
             }
             let n = table.add_client(&key, c.pod.get_ref());
             let domains = self.claim_all(&key, "domain", c.domains, normalize_domain, |k| {
