@@ -46,6 +46,24 @@ pub enum Command {
     Route(RouteArgs),
     /// Show which client and pod an address, domain or phone number maps to.
     Who(WhoArgs),
+    /// Run the daemon: watch the inbox, relay to pods, file what was done.
+    ///
+    /// SIGHUP re-reads and validates the table (an invalid one is logged
+    /// and the old one keeps routing); SIGTERM or SIGINT finishes the
+    /// message in flight and exits 0. Logs go to standard error; set
+    /// RUST_LOG (e.g. `podrouter=debug`) for more detail.
+    Run(RunArgs),
+}
+
+/// Arguments of `podrouter run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Where the journal lives [default: daemon.state_dir from the table,
+    /// else /var/lib/podrouter].
+    #[arg(long, value_name = "DIR", env = "PODROUTER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 /// The `-c FILE` option shared by every subcommand.
@@ -120,6 +138,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Route(args) => route(&args),
         Command::Who(args) => who(&args),
+        Command::Run(args) => run_daemon(&args),
     };
     match result {
         Ok(code) => code,
@@ -128,6 +147,36 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `podrouter run`: the daemon, on a multi-threaded tokio runtime.
+fn run_daemon(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config_path = args.config.resolve();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(crate::daemon::run_with_signals(config_path, args.state_dir.clone()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs for operators on standard error (the journal under systemd):
+/// info by default, `RUST_LOG` to change it. Dependencies stay at warn by
+/// default; lettre is built without its tracing feature, so its debug
+/// output, which would write the AUTH line, never exists.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,podrouter=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // journald stamps each line itself.
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// `podrouter check`: validate and summarise.

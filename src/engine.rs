@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use mail_parser::{Message, MessageParser};
+use mail_parser::{Message, MessageParser, PartType};
 use serde::Serialize;
 
 use crate::classify::{self, Class};
@@ -130,11 +130,35 @@ pub fn decide(config: &Config, raw: &[u8]) -> Decision {
     let Some(msg) = MessageParser::default().parse(raw) else {
         return Decision::held("unparseable message: no headers found");
     };
+    let d = decide_parsed(config, &msg);
+    drop_flat(msg);
+    d
+}
+
+/// Drops a parsed message without recursing into enclosed messages.
+///
+/// mail-parser keeps each enclosed `message/rfc822` inside its parent, and
+/// the derived drop recurses once per level: a few thousand nested levels
+/// overflow a 2 MiB thread stack. Taking the inner messages out first keeps
+/// the drop flat whatever the depth.
+fn drop_flat(msg: Message<'_>) {
+    let mut pending = vec![msg];
+    while let Some(mut msg) = pending.pop() {
+        for part in &mut msg.parts {
+            if let PartType::Message(inner) = &mut part.body {
+                pending.push(std::mem::take(inner));
+            }
+        }
+    }
+}
+
+/// [`decide`] for a message already parsed.
+fn decide_parsed(config: &Config, msg: &Message<'_>) -> Decision {
     let mut d = Decision::held("no sender: neither From nor Sender has a usable address");
     d.message_id = msg.message_id().map(clean_message_id);
     d.subject = msg.subject().map(clean_subject);
 
-    let sender = sender::find(&msg);
+    let sender = sender::find(msg);
     if let Some(s) = &sender {
         d.sender = Some(s.address.clone());
         d.sender_name = s.name.clone();
@@ -146,7 +170,7 @@ pub fn decide(config: &Config, raw: &[u8]) -> Decision {
     }
 
     let own = config.relay.as_ref().map_or("", |r| r.from.as_str());
-    if let Some(reason) = skip_reason(&msg, own, sender.as_ref()) {
+    if let Some(reason) = skip_reason(msg, own, sender.as_ref()) {
         d.action = Action::Skip;
         d.reason = reason;
         return d;
