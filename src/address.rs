@@ -18,12 +18,12 @@ pub fn normalize_domain(domain: &str) -> Result<String, String> {
             "address literal {trimmed:?} is not a routable domain"
         ));
     }
-    let ascii = idna::domain_to_ascii(trimmed)
-        .map_err(|_| format!("{trimmed:?} is not a valid domain name"))?;
-    if ascii
-        .split('.')
-        .any(|label| label.is_empty() || !is_hostname_label(label))
-    {
+    let ascii = match plain_ascii(trimmed) {
+        Some(lower) => lower,
+        None => idna::domain_to_ascii(trimmed)
+            .map_err(|_| format!("{trimmed:?} is not a valid domain name"))?,
+    };
+    if !is_hostname(&ascii) {
         return Err(format!("{trimmed:?} is not a valid domain name"));
     }
     Ok(ascii)
@@ -70,16 +70,97 @@ pub fn split_mailbox(entry: &str) -> Result<(Option<String>, String), String> {
     Ok((name, normalize_address(&rest[..close])?))
 }
 
-/// Whether a label has only the characters host names may use after IDNA.
-fn is_hostname_label(label: &str) -> bool {
-    label
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// The IDNA result for a domain of ASCII letters, digits, hyphens and dots
+/// with no label holding `--` at its third character (so no `xn--`
+/// Punycode label): such a domain maps to its lowercase form, so IDNA is
+/// skipped. `None` sends the domain through IDNA.
+///
+/// Loading a table of 100,000 clients normalises some 200,000 domains;
+/// nearly all of them take this path.
+fn plain_ascii(domain: &str) -> Option<String> {
+    let bytes = domain.as_bytes();
+    let mut label_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'.' {
+            label_start = i + 1;
+        } else if !(b.is_ascii_alphanumeric() || b == b'-') {
+            return None;
+        } else if i == label_start + 3 && bytes[i - 1..=i] == *b"--" {
+            return None;
+        }
+    }
+    Some(domain.to_ascii_lowercase())
+}
+
+/// Whether a domain after IDNA is labels of the characters host names may
+/// use, none of them empty.
+fn is_hostname(ascii: &str) -> bool {
+    let mut label_len = 0;
+    for b in ascii.bytes() {
+        if b == b'.' {
+            if label_len == 0 {
+                return false;
+            }
+            label_len = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            label_len += 1;
+        } else {
+            return false;
+        }
+    }
+    label_len > 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `normalize_domain` as it was before the ASCII fast path: IDNA for
+    /// every domain, and labels checked one by one.
+    fn through_idna(domain: &str) -> Result<String, String> {
+        let trimmed = domain.trim();
+        let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+        if trimmed.is_empty() || trimmed.starts_with('[') {
+            return normalize_domain(domain);
+        }
+        let invalid = || format!("{trimmed:?} is not a valid domain name");
+        let ascii = idna::domain_to_ascii(trimmed).map_err(|_| invalid())?;
+        let bad = |l: &str| {
+            let host = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            l.is_empty() || !l.bytes().all(host)
+        };
+        if ascii.split('.').any(bad) {
+            return Err(invalid());
+        }
+        Ok(ascii)
+    }
+
+    #[test]
+    fn ascii_fast_path_agrees_with_idna() {
+        // Every string of up to 5 characters over an alphabet that can
+        // spell upper case, digits, empty labels, `--` and `xn--`.
+        let alphabet = ['a', 'B', '7', '-', '.', 'x', 'n', '_'];
+        let (mut words, mut last) = (Vec::new(), vec![String::new()]);
+        for _ in 0..5 {
+            last = last
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(last.iter().cloned());
+        }
+        let longer = [
+            "xn--mllerstadt-9db.example",
+            "XN--MLLERSTADT-9DB.Example",
+            "ab--cd.example",
+            "-town-.example",
+            "123.example",
+            "it.hall.Town123.EXAMPLE",
+            "a.b.c.d.e.f.g.h.i.j.k.l",
+        ];
+        for w in words.iter().map(String::as_str).chain(longer) {
+            assert_eq!(normalize_domain(w), through_idna(w), "{w:?}");
+        }
+    }
 
     #[test]
     fn unicode_and_punycode_domains_are_equal() {

@@ -1,7 +1,12 @@
 //! The `podrouter` subcommands: argument parsing and what each prints.
 //!
 //! Exit codes mean the same everywhere: 0 ok, 1 bad input or config (or,
-//! for `who`, nothing matched and the mail would be held), 2 usage.
+//! for `who`, nothing matched and the mail would be held; for `trace`,
+//! the journal knows nothing of it; for `release`, the relay did not take
+//! the message), 2 usage.
+//!
+//! The operator commands (`log`, `trace`, `held`, `release`, `stats`) are
+//! argument parsing here; what they read and do is in [`crate::ops`].
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,16 +19,49 @@ use serde_json::json;
 use crate::config::{self, Config, FromMode, Server, TlsMode};
 use crate::emit::{self, EmitOptions};
 use crate::engine::{self, Action, Decision};
+use crate::ops::Since;
 use crate::phone;
+
+mod operator;
+
+use operator::{manpage, release, show_held, show_log, show_stats, show_trace};
 
 /// Where the config is looked for when neither `-c` nor
 /// `PODROUTER_CONFIG` names it, in order.
 const CONFIG_FALLBACKS: [&str; 2] = ["routing.toml", "/etc/podrouter/routing.toml"];
 
+/// What `--help` and the man page add after the list of commands.
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success
+  1  bad input or config, or the command could not do its work
+  2  usage error
+
+Files:
+  /etc/podrouter/routing.toml          the routing table (podrouter check validates it)
+  /var/lib/podrouter/journal.sqlite3   the journal of every message handled
+
+Environment:
+  PODROUTER_CONFIG     the routing table, when -c is not given
+  PODROUTER_STATE_DIR  the journal's folder, when --state-dir is not given
+  RUST_LOG             log detail of `run` (e.g. podrouter=debug)";
+
 /// Routes a shared support inbox to the pod of technicians that serves
 /// each client.
 #[derive(Debug, Parser)]
-#[command(name = "podrouter", version, about, long_about = None)]
+#[command(
+    name = "podrouter",
+    version,
+    about,
+    long_about = "Routes a shared support inbox to the pod of technicians that serves each \
+                  client.\n\n\
+                  `podrouter run` watches the inbox over IMAP, works out which client sent \
+                  each message from routing.toml, and relays it over SMTP to that client's \
+                  pod. Auto-replies, bounces and loops are filed without a relay; mail from \
+                  unknown senders is held for a person. Every decision is kept in a journal, \
+                  which `log`, `trace`, `held` and `stats` read.",
+    after_long_help = AFTER_HELP
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -53,6 +91,176 @@ pub enum Command {
     /// message in flight and exits 0. Logs go to standard error; set
     /// RUST_LOG (e.g. `podrouter=debug`) for more detail.
     Run(RunArgs),
+    /// List routing decisions from the journal, newest first.
+    ///
+    /// Each line shows when the message arrived (UTC), the sender, client,
+    /// pod, action (relay, skip or hold), the reason and the subject. The
+    /// filters combine. Reads the journal only, so it works next to a
+    /// running daemon and without the mail servers.
+    Log(LogArgs),
+    /// Tell the whole story of one message, or of one sender's recent mail.
+    ///
+    /// Give a Message-ID (with or without <>) for every copy of that
+    /// message, oldest first: when it arrived, what was decided and by
+    /// which rule, the relay's reply and queue id, retries, refusals, the
+    /// folder it was filed in, and later copies recorded as duplicates.
+    /// Give a sender's address for their most recent mail, newest first.
+    /// Exits 1 when the journal knows nothing of it.
+    Trace(TraceArgs),
+    /// List what waits in the hold folder, and why.
+    ///
+    /// Reads the hold folder over IMAP (so it needs [inbox] and its
+    /// password) and finds each message's journal entry by its content.
+    /// The UID shown is the one `release` takes. --offline lists from the
+    /// journal alone instead, without UIDs.
+    Held(HeldArgs),
+    /// Relay one held message to a pod chosen by a person.
+    ///
+    /// Fetches UID from the hold folder, relays it to every member of POD
+    /// (recorded in the journal as released by $SUDO_USER or $USER), and
+    /// only once the relay has accepted it moves it to the done folder. A
+    /// message the relay defers or refuses stays in the hold folder, and
+    /// the command exits 1. Needs [inbox], [relay] and their passwords, as
+    /// the daemon does.
+    Release(ReleaseArgs),
+    /// Show relayed messages per pod and week, and how to even out the pods.
+    ///
+    /// Prints a table of relayed messages per week (weeks start on Monday,
+    /// UTC) and pod, each pod's share, its busiest clients, and which
+    /// clients to move from the busiest pods to the least busy ones to even
+    /// out the load.
+    Stats(StatsArgs),
+    /// Write the man pages into DIR (used when packaging).
+    #[command(hide = true)]
+    Manpage(ManpageArgs),
+}
+
+/// The config and the journal's folder, for the commands that read it.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Where the journal lives [default: daemon.state_dir from the table,
+    /// else /var/lib/podrouter].
+    #[arg(long, value_name = "DIR", env = "PODROUTER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    /// `--state-dir`, else the table's `daemon.state_dir` (the table is
+    /// only read in that case).
+    fn state_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.state_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => Ok(self.config.load()?.daemon.state_dir),
+        }
+    }
+
+    /// The table and the state folder.
+    fn config_and_state(&self) -> anyhow::Result<(Config, PathBuf)> {
+        let config = self.config.load()?;
+        let dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| config.daemon.state_dir.clone());
+        Ok((config, dir))
+    }
+}
+
+/// An action, for `log --action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActionArg {
+    /// Relayed to a pod.
+    Relay,
+    /// Filed without a relay (auto-reply, bounce, loop, duplicate).
+    Skip,
+    /// Held for a person.
+    Hold,
+}
+
+/// Arguments of `podrouter log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// Only messages that arrived since then: a span back from now (30m,
+    /// 2h, 1d, 2weeks) or a UTC date or time (2026-12-01,
+    /// 2026-12-01T08:00:00Z).
+    #[arg(long, value_name = "WHEN", value_parser = Since::parse)]
+    since: Option<Since>,
+    /// Only messages routed to this pod (its key in the table).
+    #[arg(long, value_name = "POD")]
+    pod: Option<String>,
+    /// Only messages from this client (its key in the table).
+    #[arg(long, value_name = "CLIENT")]
+    client: Option<String>,
+    /// Only this action.
+    #[arg(long, value_enum)]
+    action: Option<ActionArg>,
+    /// At most N lines; 0 for all.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: usize,
+    /// Print one JSON object per line (keys time, sender, client, pod,
+    /// action, reason, subject, message_id, folder).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `podrouter trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// For an address: at most N messages; 0 for all.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    limit: usize,
+    /// A Message-ID (with or without <>) or a sender's address.
+    #[arg(value_name = "MESSAGE-ID|ADDRESS")]
+    target: String,
+}
+
+/// Arguments of `podrouter held`.
+#[derive(Debug, Args)]
+pub struct HeldArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// List what the journal last filed in the hold folder, without
+    /// connecting to the inbox (journal entries instead of UIDs; a message
+    /// moved by hand still shows).
+    #[arg(long)]
+    offline: bool,
+}
+
+/// Arguments of `podrouter release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The pod to relay it to (its key in the table).
+    #[arg(long, value_name = "POD")]
+    pod: String,
+    /// The message's UID in the hold folder, as `podrouter held` shows it.
+    #[arg(value_name = "UID")]
+    uid: u32,
+}
+
+/// Arguments of `podrouter stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// How many weeks back, this week included.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=520))]
+    weeks: u32,
+}
+
+/// Arguments of `podrouter manpage`.
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// The folder to write podrouter.1 and podrouter-COMMAND.1 into.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
 }
 
 /// Arguments of `podrouter run`.
@@ -139,6 +347,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Route(args) => route(&args),
         Command::Who(args) => who(&args),
         Command::Run(args) => run_daemon(&args),
+        Command::Log(args) => show_log(&args),
+        Command::Trace(args) => show_trace(&args),
+        Command::Held(args) => show_held(&args),
+        Command::Release(args) => release(&args),
+        Command::Stats(args) => show_stats(&args),
+        Command::Manpage(args) => manpage(&args),
     };
     match result {
         Ok(code) => code,
@@ -154,7 +368,10 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let config_path = args.config.resolve();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    runtime.block_on(crate::daemon::run_with_signals(config_path, args.state_dir.clone()))?;
+    runtime.block_on(crate::daemon::run_with_signals(
+        config_path,
+        args.state_dir.clone(),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -165,8 +382,8 @@ fn run_daemon(args: &RunArgs) -> anyhow::Result<ExitCode> {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
 
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,podrouter=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,podrouter=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -104,6 +104,26 @@ pub struct RelayConfig {
     pub connections: usize,
 }
 
+/// `routing.storm_limit` and `routing.storm_window`: how many messages one
+/// sender may have relayed within the window before the rest are held
+/// (an auto-responder storm). A limit of 0 turns the check off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StormConfig {
+    /// Messages relayed per sender within `window`; 0 means no limit.
+    pub limit: usize,
+    /// The sliding window the messages are counted in.
+    pub window: Duration,
+}
+
+impl Default for StormConfig {
+    fn default() -> Self {
+        StormConfig {
+            limit: 20,
+            window: Duration::from_secs(600),
+        }
+    }
+}
+
 /// `[daemon]`: where the service keeps its state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DaemonConfig {
@@ -163,6 +183,8 @@ pub struct Config {
     pub default_pod: Option<String>,
     /// `routing.default_region`: how national phone numbers are read.
     pub default_region: Option<String>,
+    /// `routing.storm_limit` and `routing.storm_window`.
+    pub storm: StormConfig,
     /// Pods by key.
     pub pods: BTreeMap<String, Pod>,
     /// Clients by key.

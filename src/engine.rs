@@ -5,6 +5,7 @@
 //! offline `route` command, the daemon and the tests share it.
 
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 
 use mail_parser::{Message, MessageParser, PartType};
 use serde::Serialize;
@@ -53,16 +54,21 @@ pub enum Rule {
     Phone(String),
     /// `routing.default_pod`: nothing else matched.
     Default,
+    /// A person released held mail to a pod (`podrouter release`); holds
+    /// who did.
+    Release(String),
 }
 
 impl Rule {
-    /// The short kind name: `address`, `domain`, `phone` or `default`.
+    /// The short kind name: `address`, `domain`, `phone`, `default` or
+    /// `release`.
     pub fn kind(&self) -> &'static str {
         match self {
             Rule::Address(_) => "address",
             Rule::Domain(_) => "domain",
             Rule::Phone(_) => "phone",
             Rule::Default => "default",
+            Rule::Release(_) => "release",
         }
     }
 }
@@ -74,6 +80,7 @@ impl fmt::Display for Rule {
             Rule::Domain(d) => write!(f, "domain {d}"),
             Rule::Phone(p) => write!(f, "phone {p}"),
             Rule::Default => f.write_str("default_pod"),
+            Rule::Release(by) => write!(f, "release by {by}"),
         }
     }
 }
@@ -126,7 +133,18 @@ impl Decision {
 /// Classification comes first: bounces, auto-replies and our own mail
 /// are skipped whoever sent them. Then the sender is routed: an exact
 /// address, the longest domain, `default_pod`, or else the message is held.
+///
+/// A panic while reading the message holds it instead of unwinding into
+/// the caller: mail-parser checks its own state with `debug_assert!`, and
+/// some malformed MIME trips those checks in a debug build (see
+/// `tests/fuzz-regressions`).
 pub fn decide(config: &Config, raw: &[u8]) -> Decision {
+    let decided = panic::catch_unwind(AssertUnwindSafe(|| decide_raw(config, raw)));
+    decided.unwrap_or_else(|_| Decision::held("unparseable message: reading it panicked"))
+}
+
+/// [`decide`] without the guard against panics.
+fn decide_raw(config: &Config, raw: &[u8]) -> Decision {
     let Some(msg) = MessageParser::default().parse(raw) else {
         return Decision::held("unparseable message: no headers found");
     };

@@ -453,35 +453,20 @@ async fn tcp_connect(server: &Server) -> Result<TcpStream, InboxError> {
         .map_err(|source| InboxError::Connect { addr, source })
 }
 
-async fn tls_connect(
-    server: &Server,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, InboxError> {
-    let config = tls::client_config(server.ca_file.as_deref())?;
-    let name = tls::server_name(&server.host)?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    connector
-        .connect(name, tcp)
+async fn tls_connect(server: &Server, tcp: TcpStream) -> Result<tls::TlsStream, InboxError> {
+    tls::connect(server.ca_file.as_deref(), &server.host, tcp)
         .await
-        .map_err(|source| handshake_error(server, source))
-}
-
-/// A certificate problem is permanent; a dropped connection is not.
-fn handshake_error(server: &Server, source: io::Error) -> InboxError {
-    let from_rustls = source
-        .get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-    if from_rustls {
-        InboxError::Handshake {
-            host: server.host.clone(),
-            source,
-        }
-    } else {
-        InboxError::Connect {
-            addr: format!("{}:{}", server.host, server.port),
-            source,
-        }
-    }
+        .map_err(|e| match e {
+            tls::ConnectError::Setup(e) => InboxError::Tls(e),
+            tls::ConnectError::Handshake(source) => InboxError::Handshake {
+                host: server.host.clone(),
+                source,
+            },
+            tls::ConnectError::Io(source) => InboxError::Connect {
+                addr: format!("{}:{}", server.host, server.port),
+                source,
+            },
+        })
 }
 
 /// The greeting must be `* OK`; anything else ends the attempt.
@@ -612,5 +597,46 @@ mod tests {
         };
         assert!(login(false).is_permanent());
         assert!(!login(true).is_permanent());
+    }
+
+    /// A server that offers no STARTTLS must not see a LOGIN.
+    #[tokio::test]
+    async fn starttls_is_never_downgraded() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"* OK fake ready\r\n").await.unwrap();
+            let mut seen = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let tag = line.split(' ').next().unwrap_or("").to_owned();
+                seen.push(line);
+                let reply = format!("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{tag} OK done\r\n");
+                let _ = write.write_all(reply.as_bytes()).await;
+            }
+            seen
+        });
+        let config = InboxConfig {
+            server: Server {
+                host: "127.0.0.1".into(),
+                port,
+                tls: TlsMode::Starttls,
+                ca_file: None,
+                user: Some("support".into()),
+                password: Some(crate::config::Secret::new("secret")),
+            },
+            folder: "INBOX".into(),
+            done_folder: "Routed".into(),
+            hold_folder: "Held".into(),
+            poll_interval: Duration::from_secs(60),
+        };
+        let err = Inbox::connect(&config).await.unwrap_err();
+        assert!(matches!(err, InboxError::NoStartTls { .. }), "{err}");
+        assert!(err.is_permanent());
+        let seen = server.await.unwrap();
+        assert_eq!(seen, ["P1 CAPABILITY"]);
     }
 }

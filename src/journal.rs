@@ -28,9 +28,9 @@
 //!
 //! 1. Before [`Journal::observe`]: nothing is recorded, the message is in
 //!    the inbox and is handled as new.
-//! 2. After `observe`, before [`Journal::begin_attempt`]: a `pending` row;
+//! 2. After `observe`, before [`Journal::begin_attempts`]: a `pending` row;
 //!    the message is relayed as planned.
-//! 3. After `begin_attempt` (state `sending`), before
+//! 3. After `begin_attempts` (state `sending`), before
 //!    [`Journal::record_relayed`]: the relay may or may not have accepted
 //!    the message. `observe` reports the row as `interrupted` and the
 //!    daemon relays it again with a warning, so the pod may get it twice.
@@ -321,10 +321,25 @@ impl Journal {
         s: &Sighting<'_>,
         in_inbox: impl Fn(u32) -> bool,
     ) -> Result<Seen, JournalError> {
+        let mut seen = self.observe_all(std::slice::from_ref(s), in_inbox)?;
+        Ok(seen.remove(0))
+    }
+
+    /// [`Journal::observe`] for a batch, in one transaction (one fsync).
+    /// Copies are looked at in order, so a twin later in the batch sees
+    /// the row of the one before it.
+    pub fn observe_all(
+        &self,
+        sightings: &[Sighting<'_>],
+        in_inbox: impl Fn(u32) -> bool,
+    ) -> Result<Vec<Seen>, JournalError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let cols = DecisionColumns::new(s.decision);
-        let seen = Self::observe_in(&tx, s, &cols, in_inbox)?;
+        let mut seen = Vec::with_capacity(sightings.len());
+        for s in sightings {
+            let cols = DecisionColumns::new(s.decision);
+            seen.push(Self::observe_in(&tx, s, &cols, &in_inbox)?);
+        }
         tx.commit()?;
         Ok(seen)
     }
@@ -333,7 +348,7 @@ impl Journal {
         tx: &Transaction<'_>,
         s: &Sighting<'_>,
         cols: &DecisionColumns,
-        in_inbox: impl Fn(u32) -> bool,
+        in_inbox: &impl Fn(u32) -> bool,
     ) -> Result<Seen, JournalError> {
         // This very copy, seen before.
         if let Some(found) = Self::find_copy(tx, s)? {
@@ -496,16 +511,34 @@ impl Journal {
         Ok(())
     }
 
-    /// Records that an SMTP attempt starts; returns the attempt's number.
-    pub fn begin_attempt(&self, id: RowId) -> Result<u32, JournalError> {
-        let conn = self.lock();
-        let attempts = conn.query_row(
-            "UPDATE messages SET state = 'sending', attempts = attempts + 1 WHERE id = ?1 \
-             RETURNING attempts",
-            [id],
-            |r| r.get(0),
-        )?;
-        Ok(attempts)
+    /// Records that SMTP attempts start for these rows (state `sending`),
+    /// in one transaction. The attempt is counted when its outcome is
+    /// recorded.
+    pub fn begin_attempts(&self, ids: &[RowId]) -> Result<(), JournalError> {
+        self.update_all(ids, "UPDATE messages SET state = 'sending' WHERE id = ?1")
+    }
+
+    /// Undoes [`Journal::begin_attempts`] for rows whose attempt never
+    /// started (shutdown came first).
+    pub fn release(&self, ids: &[RowId]) -> Result<(), JournalError> {
+        self.update_all(
+            ids,
+            "UPDATE messages SET state = 'pending' WHERE id = ?1 AND state = 'sending'",
+        )
+    }
+
+    /// Runs one single-parameter update per row, in one transaction.
+    fn update_all(&self, ids: &[RowId], sql: &str) -> Result<(), JournalError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(sql)?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Records that one recipient accepted the message, before the next is
@@ -535,7 +568,8 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.lock().execute(
             "UPDATE messages SET state = 'relayed', accepted = ?2, refused = ?3, \
-             smtp_reply = ?4, last_error = NULL, relayed_at = ?5 WHERE id = ?1",
+             smtp_reply = ?4, last_error = NULL, relayed_at = ?5, attempts = attempts + 1 \
+             WHERE id = ?1",
             params![
                 id,
                 accepted.join(LIST_SEP),
@@ -550,7 +584,8 @@ impl Journal {
     /// Records a temporary failure; the message stays open for a retry.
     pub fn record_deferred(&self, id: RowId, error: &str) -> Result<(), JournalError> {
         self.lock().execute(
-            "UPDATE messages SET state = 'pending', last_error = ?2 WHERE id = ?1",
+            "UPDATE messages SET state = 'pending', last_error = ?2, attempts = attempts + 1 \
+             WHERE id = ?1",
             params![id, error],
         )?;
         Ok(())
@@ -566,7 +601,8 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.lock().execute(
             "UPDATE messages SET state = 'pending', refused = ?2, smtp_reply = ?3, \
-             last_error = ?3, reason = reason || '; refused by the relay' WHERE id = ?1",
+             last_error = ?3, reason = reason || '; refused by the relay', \
+             attempts = attempts + 1 WHERE id = ?1",
             params![id, join_refused(refused), reply],
         )?;
         Ok(())
@@ -652,7 +688,7 @@ mod tests {
     /// Observes, relays and files one copy; returns its row.
     fn relay_and_file(j: &Journal, s: &Sighting<'_>) -> RowId {
         let id = open_id(&j.observe(s, |_| true).unwrap());
-        j.begin_attempt(id).unwrap();
+        j.begin_attempts(&[id]).unwrap();
         j.record_relayed(id, &s.decision.recipients, &[], "250 ok")
             .unwrap();
         j.record_filed(&[id], "Routed").unwrap();
@@ -733,7 +769,7 @@ mod tests {
         let hash = content_hash(b"raw");
         let s = sighting(7, 1, &hash, &d);
         let id = open_id(&j.observe(&s, |_| true).unwrap());
-        j.begin_attempt(id).unwrap();
+        j.begin_attempts(&[id]).unwrap();
         j.record_relayed(id, &d.recipients, &[], "250 ok").unwrap();
         drop(j);
 
@@ -756,7 +792,7 @@ mod tests {
         let hash = content_hash(b"raw");
         let s = sighting(7, 1, &hash, &d);
         let id = open_id(&j.observe(&s, |_| true).unwrap());
-        assert_eq!(j.begin_attempt(id).unwrap(), 1);
+        j.begin_attempts(&[id]).unwrap();
         j.record_accepted(id, "ana@vendor.example", "250 ok")
             .unwrap();
 
@@ -769,7 +805,44 @@ mod tests {
                 interrupted: true
             }
         );
-        assert_eq!(j.begin_attempt(id).unwrap(), 2);
+        j.record_deferred(id, "451 later").unwrap();
+        assert_eq!(column(&j, id, "attempts").as_deref(), Some("1"));
+        assert_eq!(column(&j, id, "state").as_deref(), Some("pending"));
+    }
+
+    #[test]
+    fn a_released_attempt_is_not_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let d = decision(Some("a@x"), "clerk@sunnyvale.example");
+        let hash = content_hash(b"raw");
+        let s = sighting(7, 1, &hash, &d);
+        let id = open_id(&j.observe(&s, |_| true).unwrap());
+        j.begin_attempts(&[id]).unwrap();
+        j.release(&[id]).unwrap();
+        let seen = j.observe(&s, |_| true).unwrap();
+        assert!(
+            matches!(
+                seen,
+                Seen::Open {
+                    interrupted: false,
+                    ..
+                }
+            ),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn twins_in_one_batch_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let d = decision(Some("a@x"), "clerk@sunnyvale.example");
+        let hash = content_hash(b"raw");
+        let batch = [sighting(7, 1, &hash, &d), sighting(7, 2, &hash, &d)];
+        let seen = j.observe_all(&batch, |_| true).unwrap();
+        let first = open_id(&seen[0]);
+        assert_eq!(seen[1], Seen::Twin { of: first });
     }
 
     #[test]
@@ -869,7 +942,7 @@ mod tests {
         let d = decision(Some("a@x"), "clerk@sunnyvale.example");
         let hash = content_hash(b"raw");
         let id = open_id(&j.observe(&sighting(7, 1, &hash, &d), |_| true).unwrap());
-        j.begin_attempt(id).unwrap();
+        j.begin_attempts(&[id]).unwrap();
         j.record_accepted(id, "ana@vendor.example", "250 ok")
             .unwrap();
         j.record_deferred(id, "451 try later").unwrap();

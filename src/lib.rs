@@ -15,9 +15,13 @@
 //!   written by people.
 //! - [`engine`]: puts the stages together into one [`engine::Decision`] per
 //!   message.
+//! - [`storm`]: holds a sender's mail past `routing.storm_limit` within
+//!   `routing.storm_window` (auto-responder storms).
 //! - [`emit`]: builds the exact bytes relayed to a pod.
 //! - [`inbox`], [`relay`], [`journal`], [`daemon`]: the long-running
 //!   service (IMAP in, SMTP out, the SQLite journal, and the loop).
+//! - [`ops`]: what the operator commands read from the journal (`log`,
+//!   `trace`, `held`, `stats`) and `release`, which relays held mail.
 //! - [`cli`]: the `podrouter` subcommands.
 #![forbid(unsafe_code)]
 
@@ -30,8 +34,10 @@ pub mod emit;
 pub mod engine;
 pub mod inbox;
 pub mod journal;
+pub mod ops;
 pub mod phone;
 pub mod relay;
 pub mod route;
 pub mod sender;
+pub mod storm;
 pub mod tls;

@@ -6,6 +6,7 @@
 //! domain is probed once per label boundary, longest suffix first. A table
 //! of 100,000 clients answers as fast as one of ten.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use crate::address::domain_of;
@@ -44,6 +45,16 @@ impl RoutingTable {
     pub fn add_client(&mut self, client: &str, pod: &str) -> u32 {
         self.clients.push((client.to_string(), pod.to_string()));
         (self.clients.len() - 1) as u32
+    }
+
+    /// Makes room for this many clients, addresses, domains and phones (the
+    /// order of [`sizes`](Self::sizes)), so a large table is built without
+    /// rehashing.
+    pub fn reserve(&mut self, clients: usize, addresses: usize, domains: usize, phones: usize) {
+        self.clients.reserve(clients);
+        self.addresses.reserve(addresses);
+        self.domains.reserve(domains);
+        self.phones.reserve(phones);
     }
 
     /// Claims a normalised address for a client.
@@ -107,11 +118,13 @@ fn claim(
     key: String,
     client: u32,
 ) -> Result<(), Claimed> {
-    match map.get(&key) {
-        Some(&other) if other != client => Err(Claimed(clients[other as usize].0.clone())),
-        Some(_) => Ok(()),
-        None => {
-            map.insert(key, client);
+    match map.entry(key) {
+        Entry::Occupied(e) if *e.get() != client => {
+            Err(Claimed(clients[*e.get() as usize].0.clone()))
+        }
+        Entry::Occupied(_) => Ok(()),
+        Entry::Vacant(e) => {
+            e.insert(client);
             Ok(())
         }
     }

@@ -1,17 +1,21 @@
-//! TLS settings shared by the IMAP and SMTP sides: which certificates are
-//! trusted, and when plaintext is allowed at all.
+//! TLS shared by the IMAP and SMTP sides: which certificates are trusted,
+//! the client handshake, and when plaintext is allowed at all.
 //!
 //! Servers are checked against the system's roots plus the PEM file a
 //! config names in `ca_file`; nothing is ever accepted unchecked. rustls
 //! runs with the `ring` provider.
 
-use std::io::BufReader;
-use std::net::IpAddr;
+use std::io::{self, BufReader};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Why a TLS setting could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +111,80 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.to_owned()).map_err(|_| TlsError::ServerName {
         host: host.to_owned(),
     })
+}
+
+/// Why a TLS connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The settings could not be built (e.g. an unreadable `ca_file`).
+    #[error(transparent)]
+    Setup(#[from] TlsError),
+    /// rustls refused the server (certificate, name, protocol).
+    #[error("{0}")]
+    Handshake(io::Error),
+    /// The connection broke during the handshake.
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+/// A TLS client connection over TCP; async-imap and lettre run over it.
+#[derive(Debug)]
+pub struct TlsStream(tokio_rustls::client::TlsStream<TcpStream>);
+
+/// Runs the TLS handshake on `tcp`, checking the certificate for `host`.
+pub async fn connect(
+    ca_file: Option<&Path>,
+    host: &str,
+    tcp: TcpStream,
+) -> Result<TlsStream, ConnectError> {
+    let config = client_config(ca_file)?;
+    let name = server_name(host)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    match connector.connect(name, tcp).await {
+        Ok(stream) => Ok(TlsStream(stream)),
+        Err(e) if from_rustls(&e) => Err(ConnectError::Handshake(e)),
+        Err(e) => Err(ConnectError::Io(e)),
+    }
+}
+
+/// Whether an I/O error carries a rustls refusal.
+fn from_rustls(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+impl AsyncRead for TlsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl lettre::transport::smtp::client::AsyncTokioStream for TlsStream {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
 }
 
 /// Whether `host` names this machine only: `localhost` or a loopback IP.

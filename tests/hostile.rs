@@ -103,7 +103,11 @@ struct Outcome {
 /// Decides and emits `raw` (both From modes) with the invariants checked.
 fn run(config: &Config, raw: &[u8]) -> Outcome {
     let decision = engine::decide(config, raw);
-    assert!(!decision.reason.is_empty(), "{} without a reason", decision.action);
+    assert!(
+        !decision.reason.is_empty(),
+        "{} without a reason",
+        decision.action
+    );
     let pod_name = decision
         .pod
         .as_deref()
@@ -195,7 +199,9 @@ fn emitted_value(bytes: &[u8], field: &str) -> Option<String> {
         .map(|(_, lines)| {
             let joined: Vec<u8> = lines.concat();
             let text = String::from_utf8_lossy(&joined).into_owned();
-            text.split_once(':').map(|(_, v)| v.trim().to_string()).unwrap_or_default()
+            text.split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
         })
 }
 
@@ -272,14 +278,20 @@ fn fifty_megabyte_message_with_attachments() {
         let outcome = run(&config, &raw);
         (outcome.decision, outcome.keep.len(), outcome.rewrite.len())
     });
-    eprintln!("50 MB: decided and emitted twice in {:?}", started.elapsed());
+    eprintln!(
+        "50 MB: decided and emitted twice in {:?}",
+        started.elapsed()
+    );
 
     assert_eq!(decision.action, Action::Relay, "{}", decision.reason);
     assert_eq!(decision.reason, "domain town.example");
     // The input is already CRLF: the output only gains the trace headers
     // (and, rewritten, the new From block).
     for len in [keep_len, rewrite_len] {
-        assert!(len >= input_len && len < input_len + 2048, "{len} from {input_len}");
+        assert!(
+            len >= input_len && len < input_len + 2048,
+            "{len} from {input_len}"
+        );
     }
 }
 
@@ -290,7 +302,9 @@ fn header_lines_over_998_characters() {
     let long_name = format!("Clerk {}", "Tremblay-".repeat(400));
     let long_subject = "printer ".repeat(1_000);
     let unbroken = "x".repeat(20_000);
-    let long_to: Vec<String> = (0..150).map(|i| format!("desk{i}@vendor.example")).collect();
+    let long_to: Vec<String> = (0..150)
+        .map(|i| format!("desk{i}@vendor.example"))
+        .collect();
     let raw = format!(
         "From: \"{long_name}\" <clerk@town.example>\r\n\
          To: {}\r\n\
@@ -321,7 +335,10 @@ fn unbreakable_sender_over_998_characters() {
     let cases = [
         format!("From: {}@town.example\r\n", "c".repeat(1_500)),
         format!("From: {} <clerk@town.example>\r\n", "N".repeat(3_000)),
-        format!("From: =?utf-8?q?{}?= <clerk@town.example>\r\n", "=C3=A9".repeat(800)),
+        format!(
+            "From: =?utf-8?q?{}?= <clerk@town.example>\r\n",
+            "=C3=A9".repeat(800)
+        ),
         format!("From: <clerk@{}.town.example>\r\n", "sub".repeat(600)),
     ];
     for (n, from) in cases.into_iter().enumerate() {
@@ -346,7 +363,10 @@ fn nul_bytes_in_headers_and_body() {
     assert_relay(&outcome, "domain town.example");
     let from = emitted_value(&outcome.rewrite, "from").unwrap();
     assert!(!from.contains('\0'), "a NUL in the From we wrote: {from:?}");
-    assert!(outcome.keep.windows(3).any(|w| w == b"\0\0\0"), "body changed");
+    assert!(
+        outcome.keep.windows(3).any(|w| w == b"\0\0\0"),
+        "body changed"
+    );
 
     for raw in [
         &b"From: clerk\0@town.example\r\n\r\nx"[..],
@@ -362,9 +382,14 @@ fn nul_bytes_in_headers_and_body() {
 /// 10,000 addresses in To (and in Cc, and in From itself).
 #[test]
 fn ten_thousand_addresses() {
-    let many: Vec<String> = (0..10_000).map(|i| format!("Desk {i} <d{i}@city.example>")).collect();
+    let many: Vec<String> = (0..10_000)
+        .map(|i| format!("Desk {i} <d{i}@city.example>"))
+        .collect();
     let folded = many.join(",\r\n ");
-    let raw = clerk_message(&format!("Cc: {folded}\r\nTo: {}\r\n", many.join(", ")), "hi\r\n");
+    let raw = clerk_message(
+        &format!("Cc: {folded}\r\nTo: {}\r\n", many.join(", ")),
+        "hi\r\n",
+    );
     let outcome = run_bounded("10k To", raw);
     assert_relay(&outcome, "domain town.example");
 
@@ -392,7 +417,10 @@ fn hundred_thousand_headers() {
     assert_relay(&outcome, "domain town.example");
 
     let received = "Received: from mx.town.example (mx.town.example [192.0.2.1])\r\n\tby mx.vendor.example with ESMTPS id 1; Tue, 3 Jun 2025 09:14:00 -0600\r\n";
-    let outcome = run_bounded("100k Received", clerk_message(&received.repeat(100_000), "x\r\n"));
+    let outcome = run_bounded(
+        "100k Received",
+        clerk_message(&received.repeat(100_000), "x\r\n"),
+    );
     assert_relay(&outcome, "domain town.example");
 
     let froms = "From: clerk@town.example\r\n".repeat(100_000);
@@ -424,7 +452,10 @@ fn hundred_thousand_parts() {
 fn nested_multipart(depth: usize, leaf: &str) -> Vec<u8> {
     let mut s = String::from("From: clerk@town.example\r\nSubject: deep\r\nMIME-Version: 1.0\r\n");
     for i in 0..depth {
-        let _ = write!(s, "Content-Type: multipart/mixed; boundary=\"n{i}\"\r\n\r\n--n{i}\r\n");
+        let _ = write!(
+            s,
+            "Content-Type: multipart/mixed; boundary=\"n{i}\"\r\n\r\n--n{i}\r\n"
+        );
     }
     s.push_str(leaf);
     for i in (0..depth).rev() {
@@ -454,7 +485,10 @@ fn nested_rfc822(depth: usize, leaf: &str) -> Vec<u8> {
 fn nested_bare_rfc822(depth: usize) -> Vec<u8> {
     let mut s = String::from("From: clerk@town.example\r\nSubject: deep\r\n");
     for i in 0..depth {
-        let _ = write!(s, "Content-Type: message/rfc822\r\n\r\nFrom: fwd{i}@city.example\r\n");
+        let _ = write!(
+            s,
+            "Content-Type: message/rfc822\r\n\r\nFrom: fwd{i}@city.example\r\n"
+        );
     }
     s.push_str("Content-Type: text/plain\r\n\r\nhello\r\n");
     s.into_bytes()
@@ -462,7 +496,8 @@ fn nested_bare_rfc822(depth: usize) -> Vec<u8> {
 
 const TEXT_LEAF: &str = "Content-Type: text/plain\r\n\r\nhello\r\n";
 
-const REPORT_LEAF: &str = "Content-Type: multipart/report; report-type=delivery-status; boundary=r\r\n\r\n\
+const REPORT_LEAF: &str =
+    "Content-Type: multipart/report; report-type=delivery-status; boundary=r\r\n\r\n\
      --r\r\nContent-Type: text/plain\r\n\r\nfailed\r\n\
      --r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
      Final-Recipient: rfc822; x@city.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--r--\r\n";
@@ -489,7 +524,10 @@ fn mime_nested_deep() {
 
     // A report deep in the message's own tree still counts; one inside an
     // enclosed message is someone else's report.
-    let outcome = run_bounded("report in multipart 1000", nested_multipart(1_000, REPORT_LEAF));
+    let outcome = run_bounded(
+        "report in multipart 1000",
+        nested_multipart(1_000, REPORT_LEAF),
+    );
     assert_eq!(outcome.decision.action, Action::Skip);
     assert!(outcome.decision.reason.contains("delivery-status"));
     let outcome = run_bounded("report in rfc822 1000", nested_rfc822(1_000, REPORT_LEAF));
@@ -509,7 +547,10 @@ fn mime_nested_unclosed_and_digest() {
 
     let mut s = String::from("From: clerk@town.example\r\n");
     for i in 0..5_000 {
-        let _ = write!(s, "Content-Type: multipart/digest; boundary=d{i}\r\n\r\n--d{i}\r\n");
+        let _ = write!(
+            s,
+            "Content-Type: multipart/digest; boundary=d{i}\r\n\r\n--d{i}\r\n"
+        );
     }
     run_bounded("digest", s.into_bytes());
 }
@@ -519,15 +560,30 @@ fn mime_nested_unclosed_and_digest() {
 fn deeply_nested_header_syntax() {
     let values = [
         format!("{}clerk@town.example", "(".repeat(100_000)),
-        format!("clerk@town.example {}{}", "(".repeat(50_000), ")".repeat(50_000)),
-        format!("{}clerk@town.example{}", "<".repeat(100_000), ">".repeat(100_000)),
+        format!(
+            "clerk@town.example {}{}",
+            "(".repeat(50_000),
+            ")".repeat(50_000)
+        ),
+        format!(
+            "{}clerk@town.example{}",
+            "<".repeat(100_000),
+            ">".repeat(100_000)
+        ),
         format!("{} clerk@town.example", "g:".repeat(100_000)),
         format!("{}clerk@town.example", "\"\\".repeat(100_000)),
         format!("{} <clerk@town.example>", "=?utf-8?q?a?= ".repeat(50_000)),
         format!("{} <clerk@town.example>", "=?utf-8?b?".repeat(50_000)),
     ];
     for (n, value) in values.into_iter().enumerate() {
-        for header in ["From", "Sender", "Subject", "Content-Type", "Auto-Submitted", "Return-Path"] {
+        for header in [
+            "From",
+            "Sender",
+            "Subject",
+            "Content-Type",
+            "Auto-Submitted",
+            "Return-Path",
+        ] {
             let raw = format!("{header}: {value}\r\nFrom: x@city.example\r\n\r\nx\r\n");
             run_bounded(&format!("nested syntax {n} in {header}"), raw.into_bytes());
         }
@@ -586,7 +642,12 @@ fn truncated_at_every_byte() {
 
     // Named cuts, past the headers: the sender is known, the route holds.
     let text = String::from_utf8(raw.to_vec()).unwrap();
-    for marker in ["--=_al", "SGVsbG8sIHRoaXMg", "L'imprimante =C3=A", "--=_outer--"] {
+    for marker in [
+        "--=_al",
+        "SGVsbG8sIHRoaXMg",
+        "L'imprimante =C3=A",
+        "--=_outer--",
+    ] {
         let cut = text.find(marker).unwrap() + marker.len() / 2;
         let outcome = run_bounded("named cut", text.as_bytes()[..cut].to_vec());
         assert_relay(&outcome, "domain town.example");
@@ -604,7 +665,10 @@ fn degenerate_shapes() {
     assert_eq!(outcome.decision.action, Action::Hold);
     assert!(outcome.keep.len() < 200, "emit invented a message");
 
-    let outcome = run_bounded("headers only", b"From: clerk@town.example\r\nSubject: x\r\n".to_vec());
+    let outcome = run_bounded(
+        "headers only",
+        b"From: clerk@town.example\r\nSubject: x\r\n".to_vec(),
+    );
     assert_relay(&outcome, "domain town.example");
     // mail-parser reads no value from a header cut before its line ends:
     // such a message is held, which loses nothing.
@@ -615,7 +679,10 @@ fn degenerate_shapes() {
         b"From: clerk@town.example\nSubject: x\n\nbody\n.\nmore\n".to_vec(),
     );
     assert_relay(&outcome, "domain town.example");
-    let outcome = run_bounded("bare CR", b"From: clerk@town.example\rSubject: x\r\rbody\r.\r".to_vec());
+    let outcome = run_bounded(
+        "bare CR",
+        b"From: clerk@town.example\rSubject: x\r\rbody\r.\r".to_vec(),
+    );
     assert!(!outcome.decision.reason.is_empty());
 
     for raw in [
@@ -696,7 +763,11 @@ fn breakage_cases() -> Vec<Case> {
 #[test]
 fn breakage_cases_decide_as_expected() {
     let cases = breakage_cases();
-    assert!(cases.len() >= 20, "only {} breakage cases found", cases.len());
+    assert!(
+        cases.len() >= 20,
+        "only {} breakage cases found",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let raw = std::fs::read(&case.eml).unwrap();
@@ -722,7 +793,14 @@ fn fuzz_regressions_replay() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with("README"))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("README")
+        })
         .collect();
     files.sort();
     for file in &files {

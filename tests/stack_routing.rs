@@ -28,14 +28,26 @@ fn backlog_is_routed_and_every_message_sits_in_one_place() {
     let acme = format!("clerk@{}", users.domain("acme"));
     let globex = format!("it@{}", users.domain("globex"));
     for i in 0..120 {
-        backlog.push(message(&acme, "Printer", &format!("acme{i}@{}", users.prefix)));
+        backlog.push(message(
+            &acme,
+            "Printer",
+            &format!("acme{i}@{}", users.prefix),
+        ));
     }
     for i in 0..60 {
-        backlog.push(message(&globex, "Scanner", &format!("globex{i}@{}", users.prefix)));
+        backlog.push(message(
+            &globex,
+            "Scanner",
+            &format!("globex{i}@{}", users.prefix),
+        ));
     }
     for i in 0..20 {
         let from = "someone@unknown.example";
-        backlog.push(message(from, "Hello", &format!("unknown{i}@{}", users.prefix)));
+        backlog.push(message(
+            from,
+            "Hello",
+            &format!("unknown{i}@{}", users.prefix),
+        ));
     }
     for i in 0..20 {
         backlog.push(auto_reply(&acme, &format!("ooo{i}@{}", users.prefix)));
@@ -53,7 +65,8 @@ fn backlog_is_routed_and_every_message_sits_in_one_place() {
     let elapsed = ready.elapsed();
     assert!(drained, "backlog not drained:\n{}", daemon.log());
     println!(
-        "backlog: {total} messages filed in {:.2} s after ready ({:.0} msg/s; 180 relayed to 2 or 1 members)",
+        "backlog: {total} messages filed in {:.2} s after ready ({:.0} msg/s; \
+         180 relayed, to 2 or 1 members)",
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64()
     );
@@ -83,11 +96,20 @@ fn backlog_is_routed_and_every_message_sits_in_one_place() {
     let count = |sql: &str| scratch.journal_count(sql);
     assert_eq!(count("SELECT count(*) FROM messages"), total as i64);
     assert_eq!(
-        count("SELECT count(*) FROM messages WHERE action = 'relay' AND state = 'filed' AND folder = 'Routed' AND relayed_at IS NOT NULL"),
+        count(
+            "SELECT count(*) FROM messages WHERE action = 'relay' AND state = 'filed' \
+             AND folder = 'Routed' AND relayed_at IS NOT NULL"
+        ),
         180
     );
-    assert_eq!(count("SELECT count(*) FROM messages WHERE action = 'skip' AND folder = 'Routed'"), 20);
-    assert_eq!(count("SELECT count(*) FROM messages WHERE action = 'hold' AND folder = 'Held'"), 20);
+    assert_eq!(
+        count("SELECT count(*) FROM messages WHERE action = 'skip' AND folder = 'Routed'"),
+        20
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM messages WHERE action = 'hold' AND folder = 'Held'"),
+        20
+    );
     assert_eq!(daemon.log_count("message filed"), total);
     assert!(daemon.stop().success());
 }
@@ -120,8 +142,13 @@ fn a_live_message_is_picked_up_through_idle() {
     let ms: Vec<u128> = latencies.iter().map(Duration::as_millis).collect();
     println!("idle pickup: append to delivery in the member's Maildir, ms: {ms:?}");
     // Well under the 2 s poll interval: it came through IDLE.
-    assert!(latencies.iter().all(|d| *d < Duration::from_millis(1500)), "{ms:?}");
-    assert!(wait_until(Duration::from_secs(5), || users.count("support", "INBOX") == 0));
+    assert!(
+        latencies.iter().all(|d| *d < Duration::from_millis(1500)),
+        "{ms:?}"
+    );
+    assert!(wait_until(Duration::from_secs(5), || users
+        .count("support", "INBOX")
+        == 0));
     assert!(daemon.stop().success());
 }
 
@@ -135,17 +162,32 @@ fn a_good_reload_moves_a_client_to_another_pod() {
     daemon.wait_ready();
     let acme = format!("clerk@{}", users.domain("acme"));
 
-    users.append("support", "INBOX", &[message(&acme, "Before", &format!("before@{}", users.prefix))]);
-    assert!(wait_until(Duration::from_secs(10), || users.count("ana", "INBOX") == 1));
+    users.append(
+        "support",
+        "INBOX",
+        &[message(
+            &acme,
+            "Before",
+            &format!("before@{}", users.prefix),
+        )],
+    );
+    assert!(wait_until(Duration::from_secs(10), || users
+        .count("ana", "INBOX")
+        == 1));
 
     table.acme_pod = "west";
     scratch.write_config(&table.render(&users, stack.password()));
     daemon.signal("HUP");
     daemon.wait_log("reloaded the routing table", 1, Duration::from_secs(10));
 
-    users.append("support", "INBOX", &[message(&acme, "After", &format!("after@{}", users.prefix))]);
+    users.append(
+        "support",
+        "INBOX",
+        &[message(&acme, "After", &format!("after@{}", users.prefix))],
+    );
     assert!(
-        wait_until(Duration::from_secs(10), || users.count("cara", "INBOX") == 1),
+        wait_until(Duration::from_secs(10), || users.count("cara", "INBOX")
+            == 1),
         "{}",
         daemon.log()
     );
@@ -165,20 +207,37 @@ fn a_bad_reload_keeps_the_old_table_routing() {
 
     // Moves acme to west, but also names a pod that does not exist.
     table.acme_pod = "west";
-    table.extra = "\n[clients.broken]\nname = \"Broken\"\npod = \"nowhere\"\ndomains = [\"broken.example\"]\n".into();
+    table.extra = r#"
+[clients.broken]
+name = "Broken"
+pod = "nowhere"
+domains = ["broken.example"]
+"#
+    .into();
     scratch.write_config(&table.render(&users, stack.password()));
     daemon.signal("HUP");
     daemon.wait_log("reload refused", 1, Duration::from_secs(10));
 
     let acme = format!("clerk@{}", users.domain("acme"));
-    users.append("support", "INBOX", &[message(&acme, "Still east", &format!("east@{}", users.prefix))]);
+    users.append(
+        "support",
+        "INBOX",
+        &[message(
+            &acme,
+            "Still east",
+            &format!("east@{}", users.prefix),
+        )],
+    );
     assert!(
         wait_until(Duration::from_secs(10), || users.count("ana", "INBOX") == 1),
         "{}",
         daemon.log()
     );
     assert_eq!(users.count("cara", "INBOX"), 0);
-    assert!(daemon.log().contains("nowhere"), "the error names the problem");
+    assert!(
+        daemon.log().contains("nowhere"),
+        "the error names the problem"
+    );
     assert!(daemon.stop().success());
 }
 

@@ -15,14 +15,20 @@ fn relays_one(stack: &Stack, users: &Users, table: &Table) {
     let scratch = Scratch::new();
     scratch.write_config(&table.render(users, stack.password()));
     let acme = format!("clerk@{}", users.domain("acme"));
-    users.append("support", "INBOX", &[message(&acme, "Tls", &format!("tls@{}", users.prefix))]);
+    users.append(
+        "support",
+        "INBOX",
+        &[message(&acme, "Tls", &format!("tls@{}", users.prefix))],
+    );
     let mut daemon = Daemon::start(&scratch);
     assert!(
         wait_until(Duration::from_secs(20), || users.count("ana", "INBOX") == 1),
         "{}",
         daemon.log()
     );
-    assert!(wait_until(Duration::from_secs(5), || users.count("support", "Routed") == 1));
+    assert!(wait_until(Duration::from_secs(5), || users
+        .count("support", "Routed")
+        == 1));
     assert!(daemon.stop().success());
 }
 
@@ -91,7 +97,15 @@ fn an_untrusted_smtp_certificate_keeps_mail_in_the_inbox() {
     let scratch = Scratch::new();
     scratch.write_config(&table.render(&users, stack.password()));
     let acme = format!("clerk@{}", users.domain("acme"));
-    users.append("support", "INBOX", &[message(&acme, "Tls", &format!("untrusted@{}", users.prefix))]);
+    users.append(
+        "support",
+        "INBOX",
+        &[message(
+            &acme,
+            "Tls",
+            &format!("untrusted@{}", users.prefix),
+        )],
+    );
 
     let mut daemon = Daemon::start(&scratch);
     daemon.wait_log("relay failed", 1, Duration::from_secs(20));

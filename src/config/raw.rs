@@ -77,6 +77,8 @@ pub struct Daemon {
 pub struct Routing {
     pub default_pod: Option<Spanned<String>>,
     pub default_region: Option<Spanned<String>>,
+    pub storm_limit: Option<usize>,
+    pub storm_window: Option<Spanned<String>>,
 }
 
 /// `[pods.KEY]`.
@@ -139,7 +141,12 @@ impl Keys for Daemon {
 }
 
 impl Keys for Routing {
-    const KEYS: &'static [&'static str] = &["default_pod", "default_region"];
+    const KEYS: &'static [&'static str] = &[
+        "default_pod",
+        "default_region",
+        "storm_limit",
+        "storm_window",
+    ];
 }
 
 impl Keys for Pod {

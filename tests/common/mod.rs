@@ -210,7 +210,11 @@ impl Users {
             let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             let mut client = Client::new(tcp);
             client.read_response().await.unwrap();
-            client.login(user, password).await.map_err(|(e, _)| e).unwrap()
+            client
+                .login(user, password)
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap()
         });
         Imap { rt, session }
     }
@@ -367,6 +371,9 @@ pub struct Table {
     pub acme_pod: &'static str,
     /// Text appended verbatim (e.g. to break the file).
     pub extra: String,
+    /// `routing.storm_limit`; 0 (off) unless a test is about storms, since
+    /// the tests send many messages from one address.
+    pub storm_limit: usize,
 }
 
 impl Table {
@@ -377,6 +384,7 @@ impl Table {
             folder: "INBOX".into(),
             acme_pod: "east",
             extra: String::new(),
+            storm_limit: 0,
         }
     }
 
@@ -406,6 +414,9 @@ port = {smtp_port}
 tls = "{smtp_tls}"
 {smtp_ca}from = "{support_addr}"
 connections = 4
+
+[routing]
+storm_limit = {storm_limit}
 
 [pods.east]
 name = "East pod"
@@ -444,6 +455,7 @@ domains = ["{globex}"]
             acme = users.domain("acme"),
             globex = users.domain("globex"),
             extra = self.extra,
+            storm_limit = self.storm_limit,
         )
     }
 }
@@ -510,10 +522,10 @@ impl Daemon {
     /// Starts it with extra environment variables.
     pub fn start_with(scratch: &Scratch, env: &[(&str, &str)]) -> Daemon {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let log = scratch.dir.path().join(format!(
-            "daemon{}.log",
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
+        let log = scratch
+            .dir
+            .path()
+            .join(format!("daemon{}.log", NEXT.fetch_add(1, Ordering::SeqCst)));
         let out = fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podrouter"));
@@ -618,7 +630,11 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- daemon log {} ----\n{}", self.log.display(), self.log());
+            eprintln!(
+                "---- daemon log {} ----\n{}",
+                self.log.display(),
+                self.log()
+            );
         }
     }
 }
