@@ -83,9 +83,11 @@ fn plain_ascii(domain: &str) -> Option<String> {
     for (i, &b) in bytes.iter().enumerate() {
         if b == b'.' {
             label_start = i + 1;
-        } else if !(b.is_ascii_alphanumeric() || b == b'-') {
-            return None;
-        } else if i == label_start + 3 && bytes[i - 1..=i] == *b"--" {
+            continue;
+        }
+        let plain = b.is_ascii_alphanumeric() || b == b'-';
+        let dashes = i == label_start + 3 && bytes[i - 1..=i] == *b"--";
+        if !plain || dashes {
             return None;
         }
     }

@@ -384,6 +384,8 @@ fn init_logging() {
 
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,podrouter=info"));
+    // async-imap writes the LOGIN command, password and all, at trace.
+    let filter = filter.add_directive("async_imap=debug".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -57,6 +57,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// A copy waiting for its twin is looked at again after this long.
 const TWIN_DELAY: Duration = Duration::from_secs(5);
 
+/// First pause after the journal could not be written.
+const JOURNAL_RETRY_FIRST: Duration = Duration::from_secs(5);
+
 /// Reconnect delays after the inbox connection is lost.
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(60);
@@ -98,7 +101,20 @@ pub async fn run(
         stop: stop_rx,
         ready: false,
         crash_after_relay: std::env::var_os(CRASH_HOOK).is_some(),
+        journal_failures: 0,
+        unrecorded: std::sync::Mutex::new(Vec::new()),
     };
+    let result = serve_until(&mut daemon, shutdown, stop_tx).await;
+    daemon.report_unrecorded();
+    result
+}
+
+/// Serves until `shutdown`, then gives the work in flight its grace.
+async fn serve_until(
+    daemon: &mut Daemon,
+    shutdown: impl Future<Output = ()>,
+    stop_tx: watch::Sender<bool>,
+) -> anyhow::Result<()> {
     let serve = daemon.serve();
     tokio::pin!(serve, shutdown);
     tokio::select! {
@@ -119,7 +135,8 @@ pub async fn run(
 }
 
 /// [`run`] driven by the process's signals: SIGHUP reloads, SIGTERM and
-/// SIGINT shut down.
+/// SIGINT shut down. Also pings systemd's watchdog when the unit asks for
+/// it ([`crate::watchdog`]).
 pub async fn run_with_signals(
     config_path: PathBuf,
     state_dir: Option<PathBuf>,
@@ -129,6 +146,7 @@ pub async fn run_with_signals(
     let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    crate::watchdog::spawn();
     let (reload_tx, reload_rx) = mpsc::channel(4);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
@@ -158,7 +176,8 @@ fn load_for_run(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// What stops a session: the inbox (reconnect) or the journal (fatal).
+/// What stops a session: the inbox (reconnect) or the journal (pause
+/// until it can be written again).
 #[derive(Debug, thiserror::Error)]
 enum Trouble {
     #[error(transparent)]
@@ -199,6 +218,11 @@ struct Daemon {
     ready: bool,
     /// The test hook [`CRASH_HOOK`] is set.
     crash_after_relay: bool,
+    /// Journal failures in a row, for the pause before the next try.
+    journal_failures: u32,
+    /// Relays the journal could not record: written before anything else
+    /// once it works again, so they are not relayed a second time.
+    unrecorded: std::sync::Mutex<Vec<batch::Unrecorded>>,
 }
 
 impl Daemon {
@@ -215,7 +239,12 @@ impl Daemon {
                     match self.session(inbox, &relay).await {
                         Ok(SessionEnd::Stop) => return Ok(()),
                         Ok(SessionEnd::Reconnect) => continue,
-                        Err(Trouble::Journal(e)) => return Err(e.into()),
+                        Err(Trouble::Journal(e)) => {
+                            if let Some(Signal::Stop) = self.journal_pause(&e).await {
+                                return Ok(());
+                            }
+                            continue;
+                        }
                         Err(Trouble::Inbox(e)) => {
                             tracing::warn!(error = %e, "inbox connection lost; reconnecting");
                         }
@@ -236,6 +265,20 @@ impl Daemon {
             }
             delay = (delay * 2).min(RECONNECT_MAX);
         }
+    }
+
+    /// After a journal failure (a full disk, say): nothing is relayed
+    /// until the journal can be written, so wait, longer each time.
+    async fn journal_pause(&mut self, e: &JournalError) -> Option<Signal> {
+        self.journal_failures += 1;
+        let factor = 1u32 << self.journal_failures.saturating_sub(1).min(6);
+        let wait = (JOURNAL_RETRY_FIRST * factor).min(RECONNECT_MAX);
+        tracing::error!(
+            error = %e,
+            retry_in_s = wait.as_secs(),
+            "journal write failed; nothing is relayed until it works again"
+        );
+        self.pause(wait).await
     }
 
     /// Sleeps, but wakes for a shutdown, and applies a reload on the way.

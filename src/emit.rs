@@ -67,8 +67,14 @@ pub struct EmitOptions<'a> {
 
 /// Builds the DATA bytes relayed to a pod (before dot-stuffing).
 pub fn relay_bytes(raw: &[u8], decision: &Decision, opts: &EmitOptions<'_>) -> Vec<u8> {
-    let lines = split_lines(raw);
+    let lines = split_lines(raw, LoneCr::Joins);
     let (head, body) = split_head(&lines);
+    // In the body a lone CR ends a line; in the header block it stays
+    // inside its line (and is written as a space), so it can never start
+    // a header line of its own.
+    let body_start = body.and_then(|b| b.first()).map(|l| offset_in(raw, l));
+    let body_lines = body_start.map(|at| split_lines(&raw[at..], LoneCr::Breaks));
+    let body = body.map(|b| if b.is_empty() { b } else { body_lines.as_deref().unwrap_or(b) });
     let fields = parse_fields(head);
     let mut out = Vec::with_capacity(raw.len() + 1024);
 
@@ -89,8 +95,23 @@ pub fn relay_bytes(raw: &[u8], decision: &Decision, opts: &EmitOptions<'_>) -> V
     out
 }
 
-/// Splits at CRLF, bare LF and bare CR; a final terminator adds no empty line.
-fn split_lines(raw: &[u8]) -> Vec<&[u8]> {
+/// What a CR that is not followed by LF does when splitting lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LoneCr {
+    /// It ends a line (the body).
+    Breaks,
+    /// It stays inside the line (the header block).
+    Joins,
+}
+
+/// Where `line`, a slice of `raw`, starts in it.
+fn offset_in(raw: &[u8], line: &[u8]) -> usize {
+    line.as_ptr() as usize - raw.as_ptr() as usize
+}
+
+/// Splits at CRLF, bare LF and (with [`LoneCr::Breaks`]) bare CR; a final
+/// terminator adds no empty line.
+fn split_lines(raw: &[u8], lone_cr: LoneCr) -> Vec<&[u8]> {
     let mut lines = Vec::new();
     let mut start = 0;
     let mut i = 0;
@@ -98,7 +119,7 @@ fn split_lines(raw: &[u8]) -> Vec<&[u8]> {
         let end = match b {
             b'\n' => i + 1,
             b'\r' if raw.get(i + 1) == Some(&b'\n') => i + 2,
-            b'\r' => i + 1,
+            b'\r' if lone_cr == LoneCr::Breaks => i + 1,
             _ => {
                 i += 1;
                 continue;
@@ -162,7 +183,7 @@ impl Field<'_, '_> {
             } else {
                 line
             };
-            value.extend_from_slice(part);
+            value.extend(part.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
         }
         trim_wsp(&value).to_vec()
     }
@@ -455,7 +476,14 @@ fn clean_address(address: &str) -> String {
 /// Writes one header field's raw lines, each ending in CRLF.
 fn push_field(out: &mut Vec<u8>, field: &Field<'_, '_>) {
     for line in field.lines {
+        let start = out.len();
         push_line(out, line);
+        let end = out.len() - 2;
+        for b in &mut out[start..end] {
+            if *b == b'\r' {
+                *b = b' ';
+            }
+        }
     }
 }
 
@@ -879,6 +907,20 @@ mod tests {
             original[0].ends_with("<jean@sunnyvale.example>"),
             "{original:?}"
         );
+    }
+
+    #[test]
+    fn lone_cr_in_a_header_never_starts_a_header_line() {
+        let raw = b"From: Evil\rBcc: victim@elsewhere.example <a@sunnyvale.example>\r\n\
+                    Subject: hi\rBcc: x@y\r\n\r\nbody\rline\r\n";
+        for mode in [FromMode::Rewrite, FromMode::Keep] {
+            let out = relay_bytes(raw, &decision(), &opts(mode));
+            assert_crlf_only(&out);
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains("\r\nBcc"), "{text}");
+            assert!(text.contains("Subject: hi Bcc: x@y\r\n"), "{text}");
+            assert!(text.ends_with("\r\n\r\nbody\r\nline\r\n"), "{text}");
+        }
     }
 
     #[test]

@@ -12,8 +12,12 @@
 //! `UID EXPUNGE` of exactly those UIDs (UIDPLUS). A server with neither
 //! MOVE nor UIDPLUS gets COPY and `\Deleted` only: a plain EXPUNGE would
 //! also remove mail other people marked deleted, so the copies stay
-//! flagged until someone expunges them; [`Inbox::uids`] skips them.
+//! flagged until someone expunges them; [`Inbox::uids`] skips them. In
+//! that fallback a crash between COPY and EXPUNGE leaves the message in
+//! both folders; the journal files it again without relaying it, so the
+//! destination may hold a second copy.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -207,6 +211,38 @@ pub fn uid_set(uids: &[u32]) -> String {
     parts.join(",")
 }
 
+/// One body per requested UID, in UID order. Some servers (Gmail) send a
+/// FETCH response twice for one message, one copy possibly empty; the
+/// longest body wins, and UIDs not asked for are ignored.
+fn one_body_per_uid<'a>(
+    bodies: impl Iterator<Item = (u32, &'a [u8])>,
+    asked: &[u32],
+) -> Vec<(u32, Vec<u8>)> {
+    let mut best: BTreeMap<u32, &[u8]> = BTreeMap::new();
+    for (uid, body) in bodies.filter(|(uid, _)| asked.contains(uid)) {
+        let slot = best.entry(uid).or_default();
+        if body.len() > slot.len() {
+            *slot = body;
+        }
+    }
+    best.into_iter()
+        .map(|(uid, body)| (uid, body.to_vec()))
+        .collect()
+}
+
+/// A NO or BAD to a folder command is about the folder (a person must
+/// look); anything else (a lost connection) stays as it is.
+fn refused(e: InboxError, folder: &str, what: &str) -> InboxError {
+    use async_imap::error::Error;
+    match e {
+        InboxError::Imap(Error::No(reply) | Error::Bad(reply)) => InboxError::Folder {
+            folder: folder.to_owned(),
+            reason: format!("{what}: {reply}"),
+        },
+        other => other,
+    }
+}
+
 /// Quotes a mailbox name as an IMAP quoted string.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
@@ -284,10 +320,7 @@ impl Inbox {
         }
         bounded("create", COMMAND_TIMEOUT, session.create(folder))
             .await
-            .map_err(|e| InboxError::Folder {
-                folder: folder.to_owned(),
-                reason: format!("cannot create it: {e}"),
-            })?;
+            .map_err(|e| refused(e, folder, "cannot create it"))?;
         tracing::info!(folder, "created folder");
         Ok(())
     }
@@ -298,10 +331,7 @@ impl Inbox {
         let session = self.session()?;
         let mailbox = bounded("select", COMMAND_TIMEOUT, session.select(&folder))
             .await
-            .map_err(|e| InboxError::Folder {
-                folder: folder.clone(),
-                reason: format!("cannot select it: {e}"),
-            })?;
+            .map_err(|e| refused(e, &folder, "cannot select it"))?;
         self.uidvalidity = mailbox.uid_validity.ok_or_else(|| InboxError::Folder {
             folder,
             reason: "the server gave no UIDVALIDITY".into(),
@@ -319,7 +349,8 @@ impl Inbox {
     }
 
     /// Fetches the raw bytes of these UIDs, without marking them seen.
-    /// Messages that vanished meanwhile are simply missing.
+    /// Messages that vanished meanwhile are simply missing; see
+    /// [`one_body_per_uid`] for servers that answer twice.
     pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, InboxError> {
         if uids.is_empty() {
             return Ok(Vec::new());
@@ -331,13 +362,10 @@ impl Inbox {
             stream.try_collect::<Vec<_>>().await
         })
         .await?;
-        let mut out: Vec<(u32, Vec<u8>)> = fetches
-            .iter()
-            .filter_map(|f| Some((f.uid?, f.body()?.to_vec())))
-            .filter(|(uid, _)| uids.contains(uid))
-            .collect();
-        out.sort_by_key(|(uid, _)| *uid);
-        Ok(out)
+        Ok(one_body_per_uid(
+            fetches.iter().filter_map(|f| Some((f.uid?, f.body()?))),
+            uids,
+        ))
     }
 
     /// Moves these UIDs to `folder`.
@@ -638,5 +666,22 @@ mod tests {
         assert!(err.is_permanent());
         let seen = server.await.unwrap();
         assert_eq!(seen, ["P1 CAPABILITY"]);
+    }
+
+    #[test]
+    fn a_doubled_fetch_yields_one_full_body() {
+        let responses: Vec<(u32, &[u8])> = vec![
+            (1, b""),
+            (1, b"From: a\r\n\r\nx"),
+            (2, b"From: b\r\n\r\ny"),
+            (2, b"From: b\r\n\r\ny"),
+            (3, b"From: c\r\n\r\nz"),
+            (3, b""),
+            (9, b"not asked for"),
+        ];
+        let got = one_body_per_uid(responses.into_iter(), &[1, 2, 3]);
+        let uids: Vec<u32> = got.iter().map(|(u, _)| *u).collect();
+        assert_eq!(uids, [1, 2, 3]);
+        assert!(got.iter().all(|(_, body)| body.starts_with(b"From: ")));
     }
 }

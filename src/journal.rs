@@ -7,7 +7,8 @@
 //! keyed by mailbox, UIDVALIDITY, UID and content hash. The columns are
 //! listed in [`SCHEMA`]; `state` moves `pending` → `sending` →
 //! `relayed` → `filed` for relayed mail and `pending` → `filed` for the
-//! rest. Timestamps are RFC 3339 UTC text.
+//! rest; `attempts` counts finished SMTP attempts. Timestamps are RFC 3339
+//! UTC text.
 //!
 //! # Recognising a message again
 //!
@@ -30,13 +31,15 @@
 //!    the inbox and is handled as new.
 //! 2. After `observe`, before [`Journal::begin_attempts`]: a `pending` row;
 //!    the message is relayed as planned.
-//! 3. After `begin_attempts` (state `sending`), before
-//!    [`Journal::record_relayed`]: the relay may or may not have accepted
-//!    the message. `observe` reports the row as `interrupted` and the
-//!    daemon relays it again with a warning, so the pod may get it twice.
-//!    This window spans one SMTP transaction plus one fsync; relaying again
-//!    is preferred to losing a message. Recipients already recorded by
-//!    [`Journal::record_accepted`] are not sent to again.
+//! 3. After `begin_attempts` (state `sending`, written for a whole batch
+//!    before its relays start), before [`Journal::record_relayed`]: the
+//!    relay may or may not have accepted the message. `observe` reports
+//!    the row as `interrupted` and the daemon relays it again with a
+//!    warning. The pod gets it twice only if the crash fell between the
+//!    server's final reply and this write (one reply and one fsync); for
+//!    the other rows of the batch the warning is a false alarm. Relaying
+//!    again is preferred to losing a message. Recipients already recorded
+//!    by [`Journal::record_accepted`] are not sent to again.
 //! 4. After `record_relayed`, before the IMAP MOVE: the row is `relayed`;
 //!    the message is only filed, never relayed again.
 //! 5. After the MOVE, before [`Journal::record_filed`]: the row stays

@@ -22,6 +22,7 @@
 //!   service (IMAP in, SMTP out, the SQLite journal, and the loop).
 //! - [`ops`]: what the operator commands read from the journal (`log`,
 //!   `trace`, `held`, `stats`) and `release`, which relays held mail.
+//! - [`watchdog`]: systemd watchdog pings when `WatchdogSec=` is set.
 //! - [`cli`]: the `podrouter` subcommands.
 #![forbid(unsafe_code)]
 
@@ -41,3 +42,4 @@ pub mod route;
 pub mod sender;
 pub mod storm;
 pub mod tls;
+pub mod watchdog;

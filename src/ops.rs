@@ -452,6 +452,30 @@ mod tests {
     }
 
     #[test]
+    fn journal_files_made_by_root_are_given_back_to_the_folders_owner() {
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        if !root {
+            eprintln!("skipped: only root can change a file's owner");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            std::fs::write(state.join(format!("{FILE_NAME}{suffix}")), b"").unwrap();
+        }
+        std::fs::write(state.join("other"), b"").unwrap();
+        std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+        keep_owner(&state);
+        for suffix in ["", "-wal", "-shm"] {
+            let m = std::fs::metadata(state.join(format!("{FILE_NAME}{suffix}"))).unwrap();
+            assert_eq!((m.uid(), m.gid()), (65534, 65534), "{suffix}");
+        }
+        let other = std::fs::metadata(state.join("other")).unwrap();
+        assert_eq!(other.uid(), 0, "only the journal's files are touched");
+    }
+
+    #[test]
     fn a_missing_journal_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let err = Reader::open(dir.path()).unwrap_err();

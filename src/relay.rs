@@ -40,10 +40,13 @@ use crate::config::{RelayConfig, Server, TlsMode};
 use crate::tls::{self, TlsError};
 
 /// How long connecting and setting up a session may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long one transaction (MAIL to the reply after DATA) may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// After a failed connect, new connects fail at once for this long.
+const DOWN_FOR: Duration = Duration::from_secs(5);
 
 /// An idle connection older than this is closed instead of reused.
 const POOL_IDLE: Duration = Duration::from_secs(50);
@@ -87,6 +90,12 @@ pub enum RelayError {
     /// Setting up the session failed: greeting, EHLO, STARTTLS or AUTH.
     #[error("smtp session setup: {}", reply_of(.0))]
     Session(#[source] lettre::transport::smtp::Error),
+    /// Connecting failed a moment ago; not tried again yet.
+    #[error("relay unavailable: {reason}")]
+    Down {
+        /// The reply or error of the last attempt.
+        reason: String,
+    },
     /// A step took longer than its bound.
     #[error("smtp {what} timed out")]
     Timeout {
@@ -116,6 +125,7 @@ impl RelayError {
     pub fn reply(&self) -> String {
         match self {
             RelayError::Smtp(e) | RelayError::Session(e) => reply_of(e),
+            RelayError::Down { reason } => reason.clone(),
             other => other.to_string(),
         }
     }
@@ -197,6 +207,8 @@ pub struct Relay {
     idle: Mutex<Vec<Parked>>,
     /// `relay.connections`.
     limit: usize,
+    /// When and why connecting last failed.
+    down: Mutex<Option<(Instant, String)>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -233,6 +245,7 @@ impl Relay {
             credentials,
             hello: hello_name(),
             idle: Mutex::new(Vec::new()),
+            down: Mutex::new(None),
             limit: config.connections.max(1),
             server,
         })
@@ -384,11 +397,31 @@ impl Relay {
     }
 
     /// Opens a session: TCP (no Nagle), TLS as configured, EHLO, AUTH.
+    ///
+    /// After a failure, the next [`DOWN_FOR`] fail at once with the same
+    /// reason: a relay that is down (or slow to refuse) then costs one
+    /// wait per batch, not one per message.
     async fn connect(&self) -> Result<AsyncSmtpConnection, RelayError> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.open_session()).await {
+        if let Some(reason) = self.still_down() {
+            return Err(RelayError::Down { reason });
+        }
+        let result = match tokio::time::timeout(CONNECT_TIMEOUT, self.open_session()).await {
             Ok(result) => result,
             Err(_) => Err(RelayError::Timeout { what: "connect" }),
+        };
+        if let Err(e) = &result {
+            let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+            *down = Some((Instant::now(), e.reply()));
         }
+        result
+    }
+
+    /// The last connect failure's reason, if it is recent.
+    fn still_down(&self) -> Option<String> {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        down.as_ref()
+            .filter(|(at, _)| at.elapsed() < DOWN_FOR)
+            .map(|(_, reason)| reason.clone())
     }
 
     async fn open_session(&self) -> Result<AsyncSmtpConnection, RelayError> {
@@ -543,6 +576,25 @@ mod tests {
             panic!("expected a deferral, got {out:?}");
         };
         assert!(!error.is_permanent());
+        assert!(
+            matches!(error, RelayError::Down { .. }),
+            "the retry hit the breaker: {error}"
+        );
+
+        // The next message does not wait for another connect.
+        let out = relay
+            .deliver(MESSAGE, &rcpts, |_, _| Ok::<_, ()>(()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                out,
+                Delivery::Deferred {
+                    error: RelayError::Down { .. }
+                }
+            ),
+            "{out:?}"
+        );
     }
 
     /// A tiny SMTP server: refuses RCPT for local parts starting with

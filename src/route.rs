@@ -3,8 +3,9 @@
 //!
 //! A lookup costs in proportion to the labels of the sender's domain, not
 //! to the number of clients: an exact address is one hash probe, and a
-//! domain is probed once per label boundary, longest suffix first. A table
-//! of 100,000 clients answers as fast as one of ten.
+//! domain is probed once per label boundary, longest suffix first,
+//! skipping suffixes with a number of labels no domain in the table has.
+//! A table of 100,000 clients answers as fast as one of ten.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -32,6 +33,11 @@ pub struct RoutingTable {
     addresses: HashMap<String, u32>,
     /// Normalised domains; each also covers its subdomains.
     domains: HashMap<String, u32>,
+    /// Bit `n` is set when some domain has `n` labels (bit 63: 63 or
+    /// more), so a lookup skips the suffixes no domain could equal: most
+    /// domains have 2 or 3 labels, and mail from `a.b.town.example` then
+    /// costs one probe, not four.
+    domain_labels: u64,
     /// E.164 phone numbers.
     phones: HashMap<String, u32>,
 }
@@ -64,6 +70,7 @@ impl RoutingTable {
 
     /// Claims a normalised domain (and so its subdomains) for a client.
     pub fn insert_domain(&mut self, domain: String, client: u32) -> Result<(), Claimed> {
+        self.domain_labels |= label_bit(labels(&domain));
         claim(&mut self.domains, &self.clients, domain, client)
     }
 
@@ -84,12 +91,15 @@ impl RoutingTable {
     /// Finds the client whose domain equals or covers a normalised domain.
     /// Subdomains match only at a label boundary.
     pub fn lookup_domain(&self, domain: &str) -> Option<Match<'_>> {
-        let mut suffix = domain;
+        let (mut suffix, mut labels) = (domain, labels(domain));
         loop {
-            if let Some(&n) = self.domains.get(suffix) {
-                return Some(self.matched(n, Rule::Domain(suffix.to_string())));
+            if self.domain_labels & label_bit(labels) != 0 {
+                if let Some(&n) = self.domains.get(suffix) {
+                    return Some(self.matched(n, Rule::Domain(suffix.to_string())));
+                }
             }
             suffix = suffix.split_once('.')?.1;
+            labels -= 1;
         }
     }
 
@@ -109,6 +119,16 @@ impl RoutingTable {
         let (client, pod) = &self.clients[n as usize];
         Match { client, pod, rule }
     }
+}
+
+/// How many labels a domain has: one more than its dots.
+fn labels(domain: &str) -> usize {
+    domain.bytes().filter(|&b| b == b'.').count() + 1
+}
+
+/// The bit of [`RoutingTable::domain_labels`] for a count of labels.
+fn label_bit(labels: usize) -> u64 {
+    1 << labels.min(63)
 }
 
 /// Inserts a key unless another client holds it already.
@@ -176,6 +196,47 @@ mod tests {
         assert!(t.lookup_address("a@nottown.example").is_none());
         assert!(t.lookup_address("a@example").is_none());
         assert!(t.lookup_domain("").is_none());
+    }
+
+    /// The client of the longest suffix held, probing every label boundary.
+    fn probe_all<'t>(t: &'t RoutingTable, domain: &str) -> Option<&'t str> {
+        let mut suffix = domain;
+        loop {
+            if let Some(&n) = t.domains.get(suffix) {
+                return Some(&t.clients[n as usize].0);
+            }
+            suffix = suffix.split_once('.')?.1;
+        }
+    }
+
+    #[test]
+    fn skipped_label_counts_change_no_answer() {
+        let mut t = RoutingTable::default();
+        let deep = vec!["x"; 70].join(".");
+        let held = ["localhost", "town.example", "a.b.c.city.example", &deep];
+        for (i, domain) in held.iter().enumerate() {
+            let n = t.add_client(&format!("c{i}"), "pod");
+            t.insert_domain(domain.to_string(), n).unwrap();
+        }
+        let deeper = format!("y.{deep}");
+        let queries = [
+            "localhost",
+            "it.localhost",
+            "town.example",
+            "a.b.town.example",
+            "b.c.city.example",
+            "z.a.b.c.city.example",
+            "example",
+            "",
+            "x.x.x",
+            &deep,
+            &deeper,
+        ];
+        for q in queries {
+            let found = t.lookup_domain(q).map(|m| m.client);
+            assert_eq!(found, probe_all(&t, q), "{q:?}");
+        }
+        assert_eq!(t.lookup_domain(&deeper).unwrap().client, "c3");
     }
 
     #[test]

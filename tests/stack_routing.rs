@@ -23,20 +23,22 @@ fn backlog_is_routed_and_every_message_sits_in_one_place() {
     let users = stack.users(ROLES);
     let scratch = setup(&stack, &users, &Table::new(&stack));
 
-    // 120 acme (east), 60 globex (west), 20 unknown (hold), 20 auto-replies (skip).
+    // 120 acme (east), 60 globex (west), 20 unknown (hold), 20 auto-replies
+    // (skip). Each client message has its own sender, as in a real backlog
+    // (one sender's flood would trip the storm limit).
     let mut backlog = Vec::new();
-    let acme = format!("clerk@{}", users.domain("acme"));
-    let globex = format!("it@{}", users.domain("globex"));
+    let acme = |i| format!("clerk{i}@{}", users.domain("acme"));
+    let globex = |i| format!("it{i}@{}", users.domain("globex"));
     for i in 0..120 {
         backlog.push(message(
-            &acme,
+            &acme(i),
             "Printer",
             &format!("acme{i}@{}", users.prefix),
         ));
     }
     for i in 0..60 {
         backlog.push(message(
-            &globex,
+            &globex(i),
             "Scanner",
             &format!("globex{i}@{}", users.prefix),
         ));
@@ -50,7 +52,7 @@ fn backlog_is_routed_and_every_message_sits_in_one_place() {
         ));
     }
     for i in 0..20 {
-        backlog.push(auto_reply(&acme, &format!("ooo{i}@{}", users.prefix)));
+        backlog.push(auto_reply(&acme(i), &format!("ooo{i}@{}", users.prefix)));
     }
     let total = backlog.len();
     users.append("support", "INBOX", &backlog);
@@ -118,37 +120,37 @@ fn backlog_is_routed_and_every_message_sits_in_one_place() {
 fn a_live_message_is_picked_up_through_idle() {
     let Some(stack) = Stack::get() else { return };
     let users = stack.users(ROLES);
-    let scratch = setup(&stack, &users, &Table::new(&stack));
+    let mut table = Table::new(&stack);
+    table.poll_interval = "60s"; // a poll would take far longer than IDLE
+    let scratch = setup(&stack, &users, &table);
     let mut daemon = Daemon::start(&scratch);
     daemon.wait_ready();
     std::thread::sleep(Duration::from_millis(300)); // let it enter IDLE
 
     let acme = format!("clerk@{}", users.domain("acme"));
     let mut imap = users.imap("support");
-    let mut latencies = Vec::new();
+    let (mut pickup, mut delivery) = (Vec::new(), Vec::new());
     for i in 0..5 {
         let id = format!("live{i}@{}", users.prefix);
         let appended = Instant::now();
         imap.append("INBOX", &message(&acme, "Live", &id));
+        let filed = wait_until(Duration::from_secs(10), || {
+            users.count("support", "Routed") == i + 1
+        });
+        assert!(filed, "live message {i} not filed:\n{}", daemon.log());
+        pickup.push(appended.elapsed().as_millis());
         let needle = format!("<{id}>");
         let arrived = wait_until(Duration::from_secs(10), || {
             users.count_with("ben", "INBOX", &needle) == 1
         });
-        assert!(arrived, "live message {i} not relayed:\n{}", daemon.log());
-        latencies.push(appended.elapsed());
+        assert!(arrived, "live message {i} not delivered:\n{}", daemon.log());
+        delivery.push(appended.elapsed().as_millis());
         std::thread::sleep(Duration::from_millis(200));
     }
     imap.logout();
-    let ms: Vec<u128> = latencies.iter().map(Duration::as_millis).collect();
-    println!("idle pickup: append to delivery in the member's Maildir, ms: {ms:?}");
-    // Well under the 2 s poll interval: it came through IDLE.
-    assert!(
-        latencies.iter().all(|d| *d < Duration::from_millis(1500)),
-        "{ms:?}"
-    );
-    assert!(wait_until(Duration::from_secs(5), || users
-        .count("support", "INBOX")
-        == 0));
+    println!("idle pickup: append to filed in Routed, ms: {pickup:?}");
+    println!("idle pickup: append to the member's Maildir, ms: {delivery:?}");
+    assert!(pickup.iter().all(|ms| *ms < 5_000), "{pickup:?}");
     assert!(daemon.stop().success());
 }
 

@@ -34,6 +34,7 @@ impl Daemon {
         present: &[u32],
         due: &[u32],
     ) -> Result<(), Trouble> {
+        self.record_unrecorded()?;
         let fetched_at = Instant::now();
         let messages = inbox.fetch(due).await?;
         for uid in due {
@@ -63,6 +64,7 @@ impl Daemon {
         outcomes.extend(self.relay_all(sends, relay, &config).await?);
         let relay_ms = fetched_at.elapsed().as_millis() as u64 - fetch_ms - decide_ms;
         self.conclude(inbox, outcomes, fetched_at).await?;
+        self.journal_failures = 0;
         tracing::debug!(
             fetched,
             relaying,
@@ -283,9 +285,18 @@ impl Daemon {
             } => (accepted, refused, reply),
         };
         accepted.extend(new);
-        let (a, r) = (accepted.clone(), refused.clone());
-        self.write(move |j| j.record_relayed(id, &a, &r, &reply))
-            .await?;
+        let done = Unrecorded {
+            id,
+            message_id: summary.message_id.clone(),
+            accepted: accepted.clone(),
+            refused: refused.clone(),
+            reply,
+        };
+        let record = done.clone();
+        if let Err(e) = self.write(move |j| record.write(j)).await {
+            self.lock_unrecorded().push(done);
+            return Err(e);
+        }
         if self.crash_after_relay {
             tracing::warn!("{CRASH_HOOK} is set: aborting after the relay, before the move");
             std::process::abort();
@@ -299,6 +310,32 @@ impl Daemon {
             );
         }
         Ok(file(folders.done, "relay"))
+    }
+
+    /// Writes the relays the journal missed, before anything else happens.
+    fn record_unrecorded(&self) -> Result<(), JournalError> {
+        let mut pending = self.lock_unrecorded();
+        while let Some(done) = pending.last() {
+            done.write(&self.journal)?;
+            tracing::info!(message_id = %done.message_id, "recorded a relay the journal had missed");
+            pending.pop();
+        }
+        Ok(())
+    }
+
+    fn lock_unrecorded(&self) -> std::sync::MutexGuard<'_, Vec<Unrecorded>> {
+        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// At exit: relays that were never recorded may be relayed again by
+    /// the next start; a person should know which.
+    pub(super) fn report_unrecorded(&self) {
+        for done in self.lock_unrecorded().iter() {
+            tracing::error!(
+                message_id = %done.message_id,
+                "relayed but not recorded in the journal; the next start may relay it again"
+            );
+        }
     }
 
     /// Runs a journal write on the blocking pool, so the fsync does not
@@ -414,6 +451,22 @@ fn relay_bytes(config: &Config, raw: &[u8], decision: &Decision) -> Vec<u8> {
         pod_name,
     };
     emit::relay_bytes(raw, decision, &opts)
+}
+
+/// A relay the relay server accepted but the journal could not record.
+#[derive(Clone, Debug)]
+pub(super) struct Unrecorded {
+    id: RowId,
+    message_id: String,
+    accepted: Vec<String>,
+    refused: Vec<(String, String)>,
+    reply: String,
+}
+
+impl Unrecorded {
+    fn write(&self, journal: &Journal) -> Result<(), JournalError> {
+        journal.record_relayed(self.id, &self.accepted, &self.refused, &self.reply)
+    }
 }
 
 /// One fetched message and what is known about it.

@@ -369,6 +369,8 @@ pub struct Table {
     pub folder: String,
     /// The pod of client `acme`.
     pub acme_pod: &'static str,
+    /// `inbox.poll_interval` (only used without IDLE).
+    pub poll_interval: &'static str,
     /// Text appended verbatim (e.g. to break the file).
     pub extra: String,
     /// `routing.storm_limit`; 0 (off) unless a test is about storms, since
@@ -383,6 +385,7 @@ impl Table {
             net: Net::plain(stack),
             folder: "INBOX".into(),
             acme_pod: "east",
+            poll_interval: "2s",
             extra: String::new(),
             storm_limit: 0,
         }
@@ -406,7 +409,7 @@ password = "{password}"
 folder = "{folder}"
 done_folder = "Routed"
 hold_folder = "Held"
-poll_interval = "2s"
+poll_interval = "{poll_interval}"
 
 [relay]
 server = "{smtp_host}"
@@ -452,6 +455,7 @@ domains = ["{globex}"]
             ben = users.address("ben"),
             cara = users.address("cara"),
             acme_pod = self.acme_pod,
+            poll_interval = self.poll_interval,
             acme = users.domain("acme"),
             globex = users.domain("globex"),
             extra = self.extra,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 /// Accepts connections on a loopback port until dropped.
 struct Listener {
+    ip: String,
     port: u16,
     stop: Arc<AtomicBool>,
 }
@@ -30,7 +31,12 @@ struct Listener {
 impl Listener {
     /// Runs `serve` on its own thread for each accepted connection.
     fn start(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> Listener {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_at("127.0.0.1", serve)
+    }
+
+    /// [`Listener::start`] on another loopback address.
+    fn start_at(ip: &str, serve: impl Fn(TcpStream) + Send + Sync + 'static) -> Listener {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
@@ -45,7 +51,11 @@ impl Listener {
                 thread::spawn(move || serve(conn));
             }
         });
-        Listener { port, stop }
+        Listener {
+            ip: ip.to_owned(),
+            port,
+            stop,
+        }
     }
 }
 
@@ -53,7 +63,7 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let _ = TcpStream::connect((self.ip.as_str(), self.port));
     }
 }
 
@@ -89,9 +99,14 @@ impl Proxy {
     /// by `delay`. A connection the upstream refuses is closed at once
     /// (and still counted).
     pub fn start(upstream: u16, delay: Duration) -> Proxy {
+        Self::start_at("127.0.0.1", upstream, delay)
+    }
+
+    /// [`Proxy::start`] listening on another loopback address.
+    pub fn start_at(ip: &str, upstream: u16, delay: Duration) -> Proxy {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&accepted);
-        let listener = Listener::start(move |client| {
+        let listener = Listener::start_at(ip, move |client| {
             log.lock().unwrap().push(Instant::now());
             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                 let _ = client.shutdown(Shutdown::Both);
@@ -295,7 +310,9 @@ fn sink_session(conn: TcpStream, auth: bool, out: &Mutex<Vec<Transaction>>) -> V
             .unwrap_or("")
             .to_ascii_uppercase();
         let reply: &[u8] = match verb.as_str() {
-            "EHLO" if auth => b"250-sink.localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 AUTH PLAIN LOGIN\r\n",
+            "EHLO" if auth => {
+                b"250-sink.localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 AUTH PLAIN LOGIN\r\n"
+            }
             "EHLO" => b"250-sink.localhost\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
             "HELO" => b"250 sink.localhost\r\n",
             "AUTH" => b"235 2.7.0 ok\r\n",
