@@ -22,6 +22,12 @@
 //! On shutdown no new relay starts; the message in flight finishes within
 //! [`SHUTDOWN_GRACE`], relayed mail is filed, and the daemon logs out.
 //!
+//! When the journal cannot be written (a full disk, say), intake stops:
+//! the session ends, the error is logged, and the daemon tries again after
+//! a pause (5 s doubling to 60 s). A relay the server accepted but the
+//! journal could not record is kept in memory and written before anything
+//! else once the journal works, so it is not relayed again.
+//!
 //! Everything runs in one task: the relays of a batch are concurrent
 //! futures, not spawned tasks. The batch itself is in the `batch`
 //! submodule, the retry schedule in `retry`.
@@ -73,9 +79,10 @@ const CRASH_HOOK: &str = "PODROUTER_TEST_CRASH_AFTER_RELAY";
 /// `config_path` is the routing table; `state_dir` overrides
 /// `daemon.state_dir` (the journal's folder). Each message on `reload`
 /// re-reads the table. Returns an error when the table or journal cannot
-/// be opened, when the first connection fails for a reason a retry cannot
-/// fix (certificate, STARTTLS missing, login refused), or when the
-/// journal cannot be written.
+/// be opened, or when the first connection fails for a reason a retry
+/// cannot fix (certificate, STARTTLS missing, login refused). Later
+/// failures, a journal that cannot be written included, are logged and
+/// retried; nothing is relayed while the journal cannot record it.
 pub async fn run(
     config_path: PathBuf,
     state_dir: Option<PathBuf>,

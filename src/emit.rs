@@ -74,7 +74,13 @@ pub fn relay_bytes(raw: &[u8], decision: &Decision, opts: &EmitOptions<'_>) -> V
     // a header line of its own.
     let body_start = body.and_then(|b| b.first()).map(|l| offset_in(raw, l));
     let body_lines = body_start.map(|at| split_lines(&raw[at..], LoneCr::Breaks));
-    let body = body.map(|b| if b.is_empty() { b } else { body_lines.as_deref().unwrap_or(b) });
+    let body = body.map(|b| {
+        if b.is_empty() {
+            b
+        } else {
+            body_lines.as_deref().unwrap_or(b)
+        }
+    });
     let fields = parse_fields(head);
     let mut out = Vec::with_capacity(raw.len() + 1024);
 

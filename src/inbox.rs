@@ -349,8 +349,8 @@ impl Inbox {
     }
 
     /// Fetches the raw bytes of these UIDs, without marking them seen.
-    /// Messages that vanished meanwhile are simply missing; see
-    /// [`one_body_per_uid`] for servers that answer twice.
+    /// Messages that vanished meanwhile are simply missing; a server that
+    /// answers twice for one UID yields one body, the longest.
     pub async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, InboxError> {
         if uids.is_empty() {
             return Ok(Vec::new());

@@ -31,15 +31,14 @@
 //!    the inbox and is handled as new.
 //! 2. After `observe`, before [`Journal::begin_attempts`]: a `pending` row;
 //!    the message is relayed as planned.
-//! 3. After `begin_attempts` (state `sending`, written for a whole batch
-//!    before its relays start), before [`Journal::record_relayed`]: the
+//! 3. After `begin_attempts` (state `sending`, written just before the
+//!    message's SMTP transaction), before [`Journal::record_relayed`]: the
 //!    relay may or may not have accepted the message. `observe` reports
 //!    the row as `interrupted` and the daemon relays it again with a
 //!    warning. The pod gets it twice only if the crash fell between the
-//!    server's final reply and this write (one reply and one fsync); for
-//!    the other rows of the batch the warning is a false alarm. Relaying
-//!    again is preferred to losing a message. Recipients already recorded
-//!    by [`Journal::record_accepted`] are not sent to again.
+//!    server's final reply and this write (one reply and one fsync).
+//!    Relaying again is preferred to losing a message. Recipients already
+//!    recorded by [`Journal::record_accepted`] are not sent to again.
 //! 4. After `record_relayed`, before the IMAP MOVE: the row is `relayed`;
 //!    the message is only filed, never relayed again.
 //! 5. After the MOVE, before [`Journal::record_filed`]: the row stays
@@ -517,8 +516,21 @@ impl Journal {
     /// Records that SMTP attempts start for these rows (state `sending`),
     /// in one transaction. The attempt is counted when its outcome is
     /// recorded.
+    ///
+    /// This write is not fsynced (`synchronous = NORMAL` for it alone): it
+    /// only marks the attempt for the warning after a crash. A process
+    /// crash keeps it; a power cut may lose it, and then the message is
+    /// relayed again just the same, without the warning.
     pub fn begin_attempts(&self, ids: &[RowId]) -> Result<(), JournalError> {
-        self.update_all(ids, "UPDATE messages SET state = 'sending' WHERE id = ?1")
+        let mut conn = self.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let marked = Self::update_all_in(
+            &mut conn,
+            ids,
+            "UPDATE messages SET state = 'sending' WHERE id = ?1",
+        );
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        marked
     }
 
     /// Undoes [`Journal::begin_attempts`] for rows whose attempt never
@@ -532,7 +544,10 @@ impl Journal {
 
     /// Runs one single-parameter update per row, in one transaction.
     fn update_all(&self, ids: &[RowId], sql: &str) -> Result<(), JournalError> {
-        let mut conn = self.lock();
+        Self::update_all_in(&mut self.lock(), ids, sql)
+    }
+
+    fn update_all_in(conn: &mut Connection, ids: &[RowId], sql: &str) -> Result<(), JournalError> {
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(sql)?;

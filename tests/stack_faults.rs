@@ -19,7 +19,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{auto_reply, message, wait_until, Daemon, Scratch, Stack, Table, Users};
-use inject::{ImapDoubler, Proxy};
+use inject::{contains, ImapDoubler, Proxy, SmtpSink};
 
 const ROLES: &[&str] = &["support", "ana", "ben", "cara"];
 
@@ -398,9 +398,12 @@ fn an_imap_restart_while_idle_and_mid_drain_loses_nothing() {
     let _lock = exclusive();
     let Some(stack) = Stack::get() else { return };
     let users = stack.users(ROLES);
-    let proxy = Proxy::start(stack.port("SMTP_PORT"), Duration::from_millis(15));
+    // The relay is a recording sink: restarting Dovecot also upsets the
+    // stack's own LMTP delivery (OpenSMTPD requeues and redelivers), and
+    // this test is about what podrouter hands over, not about that.
+    let sink = SmtpSink::start(false);
     let mut table = Table::new(&stack);
-    table.net.smtp_port = proxy.port();
+    table.net.smtp_port = sink.port();
     let scratch = Scratch::new();
     scratch.write_config(&table.render(&users, stack.password()));
 
@@ -426,9 +429,7 @@ fn an_imap_restart_while_idle_and_mid_drain_loses_nothing() {
     // Mid-drain.
     let (second, mail) = acme_batch(&users, "busy", 200);
     users.append("support", "INBOX", &mail);
-    assert!(wait_until(Duration::from_secs(60), || users
-        .count("ana", "INBOX")
-        >= 25));
+    assert!(wait_until(Duration::from_secs(60), || sink.taken().len() >= 25));
     let left = users.count("support", "INBOX");
     let restarted = Instant::now();
     mailstack(&stack, &["restart-imap"]);
@@ -439,8 +440,6 @@ fn an_imap_restart_while_idle_and_mid_drain_loses_nothing() {
     });
     assert!(drained, "{}", daemon.log());
     let ids: Vec<String> = first.iter().chain(&second).cloned().collect();
-    let expect: [(&str, &[String]); 2] = [("ana", &ids), ("ben", &ids)];
-    wait_delivered(&users, &expect, Duration::from_secs(60));
     let log = daemon.log();
     assert!(daemon.stop().success());
 
@@ -452,7 +451,21 @@ fn an_imap_restart_while_idle_and_mid_drain_loses_nothing() {
         .filter_map(|v| v.split_whitespace().next()?.parse().ok())
         .collect();
     assert!(delays.iter().all(|d| *d <= 60), "{delays:?}");
-    let (lost, doubled) = lost_and_doubled(&users, &expect);
+    let taken = sink.taken();
+    let mut lost = 0;
+    let mut doubled = Vec::new();
+    for id in &ids {
+        let needle = format!("<{id}>");
+        let n = taken
+            .iter()
+            .filter(|t| contains(&t.data, needle.as_bytes()))
+            .count();
+        match n {
+            0 => lost += 1,
+            1 => {}
+            n => doubled.push(format!("{id}×{n}")),
+        }
+    }
     let routed = tally(&users, "support", "Routed", &ids);
     assert!(routed.values().all(|n| *n == 1), "each routed once");
     println!(
@@ -577,7 +590,6 @@ fn a_recipient_refused_while_the_others_accept_gets_nobody_a_double() {
 }
 
 #[test]
-#[ignore = "needs the storm::apply hook in daemon.rs (after daemon-done)"]
 fn an_auto_responder_storm_is_held_after_the_limit_with_one_warning() {
     let _lock = shared();
     let Some(stack) = Stack::get() else { return };
@@ -693,7 +705,6 @@ fn fill(path: &Path) -> u64 {
 }
 
 #[test]
-#[ignore = "needs the journal-failure hook in daemon.rs (after daemon-done)"]
 fn a_full_journal_disk_stops_intake_and_recovers() {
     let _lock = shared();
     let Some(stack) = Stack::get() else { return };

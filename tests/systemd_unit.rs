@@ -71,7 +71,6 @@ fn the_unit_has_the_settings_the_service_relies_on() {
 }
 
 #[test]
-#[ignore = "needs the watchdog::spawn() hook in daemon::run (after daemon-done)"]
 fn the_daemon_pings_the_watchdog_when_asked() {
     let Some(stack) = Stack::get() else { return };
     let users = stack.users(&["support", "ana", "ben", "cara"]);

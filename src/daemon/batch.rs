@@ -92,8 +92,6 @@ impl Daemon {
             };
             return Ok(sends.into_iter().map(later).collect());
         }
-        let ids: Vec<RowId> = sends.iter().map(|s| s.id).collect();
-        self.journal.begin_attempts(&ids)?;
         let width = config.relay.as_ref().map_or(1, |r| r.connections.max(1));
         let sent: Vec<Result<Outcome, JournalError>> = futures::stream::iter(sends)
             .map(|send| {
@@ -230,13 +228,13 @@ impl Daemon {
     /// Relays one message and records the outcome.
     async fn send(&self, send: Outgoing, relay: &Relay) -> Result<Outcome, JournalError> {
         if self.stopping() {
-            self.journal.release(&[send.id])?;
             return Ok(Outcome::Later {
                 uid: send.uid,
                 delay: Duration::ZERO,
             });
         }
         let id = send.id;
+        self.journal.begin_attempts(&[id])?;
         let delivery = relay
             .deliver(&send.bytes, &send.remaining, |rcpt, reply| {
                 self.journal.record_accepted(id, rcpt, reply)
