@@ -34,21 +34,6 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
     STACK_LOCK.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `scripts/mailstack` with these arguments.
-fn mailstack(stack: &Stack, args: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack");
-    let out = Command::new(script)
-        .args(args)
-        .env("PODROUTER_STACK_DIR", stack.var("STACK_DIR"))
-        .output()
-        .expect("scripts/mailstack runs");
-    assert!(
-        out.status.success(),
-        "mailstack {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// SMTP is down while this lives; dropping it (even in a panic) brings
 /// it back.
 struct SmtpDown<'a> {
@@ -57,14 +42,14 @@ struct SmtpDown<'a> {
 
 impl<'a> SmtpDown<'a> {
     fn begin(stack: &'a Stack) -> SmtpDown<'a> {
-        mailstack(stack, &["stop-smtp"]);
+        stack.script(&["stop-smtp"]);
         SmtpDown { stack }
     }
 }
 
 impl Drop for SmtpDown<'_> {
     fn drop(&mut self) {
-        mailstack(self.stack, &["start-smtp"]);
+        self.stack.script(&["start-smtp"]);
     }
 }
 
@@ -412,7 +397,7 @@ fn an_imap_restart_while_idle_and_mid_drain_loses_nothing() {
     daemon.wait_ready();
     std::thread::sleep(Duration::from_secs(1));
     let restarted = Instant::now();
-    mailstack(&stack, &["restart-imap"]);
+    stack.script(&["restart-imap"]);
     daemon.wait_log("connected", 2, Duration::from_secs(30));
     let idle_back = restarted.elapsed();
     let (first, mail) = acme_batch(&users, "idle", 5);
@@ -432,7 +417,7 @@ fn an_imap_restart_while_idle_and_mid_drain_loses_nothing() {
     assert!(wait_until(Duration::from_secs(60), || sink.taken().len() >= 25));
     let left = users.count("support", "INBOX");
     let restarted = Instant::now();
-    mailstack(&stack, &["restart-imap"]);
+    stack.script(&["restart-imap"]);
     daemon.wait_log("connected", 3, Duration::from_secs(60));
     let busy_back = restarted.elapsed();
     let drained = wait_until(Duration::from_secs(120), || {
@@ -527,8 +512,8 @@ fn ensure_refuse_rule(stack: &Stack) {
     let conf = std::fs::read_to_string(stack.var("SMTPD_CONF")).unwrap_or_default();
     if !conf.contains("for any rcpt-to regex <refused> reject") {
         let _lock = exclusive();
-        mailstack(stack, &["stop-smtp"]);
-        mailstack(stack, &["start-smtp"]);
+        stack.script(&["stop-smtp"]);
+        stack.script(&["start-smtp"]);
     }
 }
 

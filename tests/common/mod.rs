@@ -73,7 +73,7 @@ impl Stack {
     }
 
     /// Runs `scripts/mailstack` with these arguments.
-    fn script(&self, args: &[&str]) {
+    pub fn script(&self, args: &[&str]) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack");
         let out = Command::new(script)
             .args(args)
