@@ -3,7 +3,9 @@
 //! [`run`] loads the table, opens the journal and connects to the inbox
 //! and the relay. It then drains the backlog in batches of [`BATCH`]
 //! messages and waits for more with IDLE (renewed every
-//! [`IDLE_REFRESH`]), or polls when the server has no IDLE. For each
+//! [`IDLE_REFRESH`]), or polls when the server has no IDLE. For
+//! [`HOT_WINDOW`] after new mail it checks with NOOP every [`HOT_POLL`]
+//! instead, since Dovecot holds its IDLE push back half a second. For each
 //! message: fetch, decide ([`crate::engine::decide`]), consult the journal,
 //! relay, record the outcome, then move the message to `done_folder` or
 //! `hold_folder`. The order is what makes a crash harmless; see
@@ -57,6 +59,14 @@ pub const BATCH: usize = 100;
 /// IDLE is renewed this often (servers may drop an IDLE after 30 min).
 pub const IDLE_REFRESH: Duration = Duration::from_secs(9 * 60);
 
+/// After new mail the inbox is checked every [`HOT_POLL`] for this long,
+/// instead of waiting for the IDLE push (Dovecot holds that back half a
+/// second to gather changes).
+pub const HOT_WINDOW: Duration = Duration::from_secs(10);
+
+/// How often the inbox is checked while mail is arriving.
+pub const HOT_POLL: Duration = Duration::from_millis(100);
+
 /// How long the message in flight may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -108,6 +118,8 @@ pub async fn run(
         stop: stop_rx,
         ready: false,
         crash_after_relay: std::env::var_os(CRASH_HOOK).is_some(),
+        last_mail: None,
+        newest_uid: None,
         journal_failures: 0,
         unrecorded: std::sync::Mutex::new(Vec::new()),
     };
@@ -225,6 +237,10 @@ struct Daemon {
     ready: bool,
     /// The test hook [`CRASH_HOOK`] is set.
     crash_after_relay: bool,
+    /// When new mail was last seen, for [`HOT_WINDOW`].
+    last_mail: Option<Instant>,
+    /// The highest UID seen in this session: a higher one is new mail.
+    newest_uid: Option<u32>,
     /// Journal failures in a row, for the pause before the next try.
     journal_failures: u32,
     /// Relays the journal could not record: written before anything else
@@ -300,6 +316,11 @@ impl Daemon {
         signal
     }
 
+    /// Whether new mail arrived within the last [`HOT_WINDOW`].
+    fn hot(&self) -> bool {
+        self.last_mail.is_some_and(|at| at.elapsed() < HOT_WINDOW)
+    }
+
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
@@ -324,6 +345,7 @@ impl Daemon {
     /// Serves one connection: drain, wait, repeat.
     async fn session(&mut self, mut inbox: Inbox, relay: &Relay) -> Result<SessionEnd, Trouble> {
         self.retries.reset_for(inbox.uidvalidity());
+        self.newest_uid = None;
         if !self.ready {
             self.ready = true;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -351,11 +373,27 @@ impl Daemon {
                     .clamp(Duration::from_millis(200), IDLE_REFRESH)
             });
             let mut signal = None;
-            let wake = inbox
-                .wait(max, async {
-                    signal = Some(next_signal(&mut self.stop, &mut self.reload).await);
-                })
-                .await?;
+            let wake = if self.hot() {
+                // Mail came a moment ago and more is likely: look again
+                // soon with NOOP rather than wait for the IDLE push.
+                let wake = tokio::select! {
+                    () = tokio::time::sleep(max.min(HOT_POLL)) => Wake::Timeout,
+                    s = next_signal(&mut self.stop, &mut self.reload) => {
+                        signal = Some(s);
+                        Wake::Interrupted
+                    }
+                };
+                if signal.is_none() {
+                    inbox.check().await?;
+                }
+                wake
+            } else {
+                inbox
+                    .wait(max, async {
+                        signal = Some(next_signal(&mut self.stop, &mut self.reload).await);
+                    })
+                    .await?
+            };
             tracing::debug!(?wake, "woke up");
             match signal {
                 Some(Signal::Stop) => return Ok(SessionEnd::Stop),
@@ -391,6 +429,10 @@ impl Daemon {
                 .collect();
             if due.is_empty() {
                 return Ok(None);
+            }
+            if uids.last().copied() > self.newest_uid {
+                self.newest_uid = uids.last().copied();
+                self.last_mail = Some(now);
             }
             self.batch(inbox, relay, &uids, &due).await?;
         }

@@ -348,6 +348,13 @@ impl Inbox {
         Ok(uids)
     }
 
+    /// Asks the server for news (NOOP). Dovecot reports new mail at once on
+    /// NOOP, where its IDLE push waits half a second to gather changes.
+    pub async fn check(&mut self) -> Result<(), InboxError> {
+        let session = self.session()?;
+        bounded("noop", COMMAND_TIMEOUT, session.noop()).await
+    }
+
     /// Fetches the raw bytes of these UIDs, without marking them seen.
     /// Messages that vanished meanwhile are simply missing; a server that
     /// answers twice for one UID yields one body, the longest.

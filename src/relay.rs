@@ -207,6 +207,9 @@ pub struct Relay {
     idle: Mutex<Vec<Parked>>,
     /// `relay.connections`.
     limit: usize,
+    /// One permit per connection: at most `limit` transactions at once,
+    /// however many messages the daemon has in flight.
+    slots: tokio::sync::Semaphore,
     /// When and why connecting last failed.
     down: Mutex<Option<(Instant, String)>>,
 }
@@ -247,6 +250,7 @@ impl Relay {
             idle: Mutex::new(Vec::new()),
             down: Mutex::new(None),
             limit: config.connections.max(1),
+            slots: tokio::sync::Semaphore::new(config.connections.max(1)),
             server,
         })
     }
@@ -351,6 +355,9 @@ impl Relay {
                 address: String::new(),
                 reason: e.to_string(),
             })?;
+        // Never closed, so acquiring cannot fail; held until the connection
+        // is parked or dropped.
+        let _slot = self.slots.acquire().await.ok();
         let mut conn = match self.take() {
             Some(conn) => conn,
             None => self.connect().await?,

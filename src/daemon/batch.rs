@@ -3,7 +3,10 @@
 //!
 //! [`Daemon::batch`] takes up to [`super::BATCH`] UIDs. Decisions and
 //! journal sightings are recorded in one transaction; the relays run up
-//! to `relay.connections` at once; each relay's outcome is written to the
+//! to `relay.connections` at once, one lane per sender so that a sender's
+//! messages go out in UID order, with twice as many messages in flight as
+//! connections so no connection waits for a journal write; each relay's
+//! outcome is written to the
 //! journal (on the blocking pool, so the fsync does not stall the other
 //! relays) before anything moves; then the messages are moved, one MOVE
 //! per destination folder, and one log line is written per message.
@@ -92,16 +95,19 @@ impl Daemon {
             };
             return Ok(sends.into_iter().map(later).collect());
         }
-        let width = config.relay.as_ref().map_or(1, |r| r.connections.max(1));
-        let sent: Vec<Result<Outcome, JournalError>> = futures::stream::iter(sends)
-            .map(|send| {
-                let span = message_span(send.uid, &send.summary.message_id);
-                self.send(send, relay).instrument(span)
-            })
+        // Twice as many messages in flight as connections, so a connection
+        // never waits for a journal write; the relay caps the transactions.
+        let width = 2 * config.relay.as_ref().map_or(1, |r| r.connections.max(1));
+        let sent: Vec<Result<Vec<Outcome>, JournalError>> = futures::stream::iter(lanes(sends))
+            .map(|lane| self.send_lane(lane, relay))
             .buffer_unordered(width)
             .collect()
             .await;
-        sent.into_iter().collect()
+        let mut outcomes = Vec::new();
+        for lane in sent {
+            outcomes.extend(lane?);
+        }
+        Ok(outcomes)
     }
 
     /// Decides every fetched message (the engine, then the storm limit)
@@ -223,6 +229,21 @@ impl Daemon {
             summary,
             folders,
         }))
+    }
+
+    /// Relays one sender's messages of the batch one after the other, in
+    /// UID order. A deferred message does not stop the ones behind it.
+    async fn send_lane(
+        &self,
+        lane: Vec<Outgoing>,
+        relay: &Relay,
+    ) -> Result<Vec<Outcome>, JournalError> {
+        let mut outcomes = Vec::with_capacity(lane.len());
+        for send in lane {
+            let span = message_span(send.uid, &send.summary.message_id);
+            outcomes.push(self.send(send, relay).instrument(span).await?);
+        }
+        Ok(outcomes)
     }
 
     /// Relays one message and records the outcome.
@@ -408,6 +429,25 @@ impl Daemon {
 }
 
 /// The span every log line about one message carries.
+/// Groups the sends by sender, each group in UID order, the groups in the
+/// order of their first message, so one sender's mail goes out in order.
+fn lanes(sends: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
+    let mut lanes: Vec<Vec<Outgoing>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for send in sends {
+        // "-" is no sender at all: such messages have no order to keep.
+        let known = send.summary.sender != "-";
+        match index.get(&send.summary.sender) {
+            Some(&i) if known => lanes[i].push(send),
+            _ => {
+                index.insert(send.summary.sender.clone(), lanes.len());
+                lanes.push(vec![send]);
+            }
+        }
+    }
+    lanes
+}
+
 fn message_span(uid: u32, message_id: &str) -> tracing::Span {
     tracing::info_span!("message", uid, message_id)
 }
