@@ -60,6 +60,7 @@ fn the_unit_has_the_settings_the_service_relies_on() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "StateDirectory=podrouter",
+        "WatchdogSec=60s",
     ] {
         assert!(has(line), "{line} missing from the unit");
     }
