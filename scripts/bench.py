@@ -288,7 +288,10 @@ class Daemon:
 
     def __init__(self, binary: Path, config: Path, work: Path, name: str):
         self.log = work / f"podrouter-{name}.log"
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
+        # MALLOC_ARENA_MAX as systemd/podrouter.service sets it, so the RSS
+        # measured is the RSS the service has.
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1",
+                   MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"))
         self.out = open(self.log, "wb")
         self.started = time.monotonic()
         self.child = subprocess.Popen([str(binary), "run", "-c", str(config)],
