@@ -234,13 +234,13 @@ impl Metrics {
         // Every label value known in advance starts at 0, so that a rate
         // over the first failure is not lost.
         for kind in IMAP_KINDS {
-            metrics.imap_errors.get_or_create(&Kind { kind });
+            let _ = metrics.imap_errors.get_or_create(&Kind { kind });
         }
         for kind in SMTP_KINDS {
-            metrics.smtp_errors.get_or_create(&Kind { kind });
+            let _ = metrics.smtp_errors.get_or_create(&Kind { kind });
         }
         for result in ["success", "failure"] {
-            metrics.reloads.get_or_create(&Outcome { result });
+            let _ = metrics.reloads.get_or_create(&Outcome { result });
         }
         metrics.show_table(&config, SystemTime::now());
         metrics
