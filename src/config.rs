@@ -173,6 +173,10 @@ pub enum VoicemailField {
 pub struct VoicemailConfig {
     /// Normalised From addresses whose mail is voicemail (the PBXs).
     pub senders: Vec<String>,
+    /// Normalised domains whose mail is voicemail, subdomains included
+    /// (`senders` entries without `@`: FreeSWITCH writes the caller's
+    /// number as the local part).
+    pub sender_domains: Vec<String>,
     /// A site's own pattern for the caller's number: the capture group
     /// `number`, else the first group. Tried before the built-in formats.
     pub pattern: Option<Regex>,

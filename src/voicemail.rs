@@ -7,7 +7,7 @@
 //! voicemail notification and, if so, who called.
 //!
 //! A message is voicemail when its From (or Sender) is one of
-//! `voicemail.senders`, when it carries Asterisk's `X-Asterisk-*` headers,
+//! `voicemail.senders` (an address, or a domain with its subdomains), when it carries Asterisk's `X-Asterisk-*` headers,
 //! or when Exchange UM's `X-CallingTelephoneNumber` holds a dialable
 //! number (Outlook's recall messages put `IPM.Note` there).
 //!
@@ -33,6 +33,7 @@ use mail_parser::parsers::MessageStream;
 use mail_parser::{HeaderValue, Message, MimeHeaders, PartType};
 use regex::Regex;
 
+use crate::address::domain_of;
 use crate::config::{Config, VoicemailConfig, VoicemailField};
 use crate::phone::{self, CallerId};
 
@@ -94,12 +95,22 @@ fn is_voicemail(
     settings: Option<&VoicemailConfig>,
     sender: Option<&str>,
 ) -> bool {
-    let listed = settings
-        .zip(sender)
-        .is_some_and(|(v, s)| v.senders.iter().any(|p| p == s));
+    let listed = settings.zip(sender).is_some_and(|(v, s)| is_listed(v, s));
     listed
         || top_header_names(msg).any(|n| starts_with_ignore_case(n, "X-Asterisk-"))
         || header(msg, EXCHANGE_HEADER).is_some_and(|v| is_dialable(&v))
+}
+
+/// Whether a sender is a listed PBX address or sits in a listed domain.
+fn is_listed(v: &VoicemailConfig, sender: &str) -> bool {
+    let domain = domain_of(sender);
+    v.senders.iter().any(|p| p == sender)
+        || v.sender_domains.iter().any(|d| {
+            domain == d
+                || domain
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|sub| sub.ends_with('.'))
+        })
 }
 
 /// The caller as written, and where: the first place that holds a value.
@@ -333,6 +344,17 @@ mod tests {
             "From: 4035550100\r\n",
         );
         assert_eq!(caller(&c, &raw), number("+14035550100"));
+    }
+
+    #[test]
+    fn a_listed_domain_covers_its_subdomains_only() {
+        let c = config("[voicemail]\nsenders = [\"pbx.example\"]\n");
+        let raw = "From: \"Jane\" <4035550100@pbx.example>\r\nSubject: Voicemail from \"Jane\" <4035550100> 00:00:12\r\n\r\nx";
+        assert_eq!(caller(&c, raw), number("+14035550100"));
+        let raw = raw.replace("@pbx.example", "@sip.pbx.example");
+        assert_eq!(caller(&c, &raw), number("+14035550100"));
+        let raw = raw.replace("@sip.pbx.example", "@notpbx.example");
+        assert!(detect_in(&c, &raw).is_none());
     }
 
     #[test]

@@ -594,10 +594,15 @@ impl Validator<'_> {
     /// `[voicemail]`: the PBX senders, and the site's own pattern and the
     /// field it reads.
     fn voicemail(&mut self, v: raw::Voicemail) -> VoicemailConfig {
-        let mut senders = Vec::new();
+        let (mut senders, mut sender_domains) = (Vec::new(), Vec::new());
         for s in v.senders {
-            match normalize_address(s.get_ref()) {
-                Ok(a) if !senders.contains(&a) => senders.push(a),
+            let (list, normalized) = if s.get_ref().contains('@') {
+                (&mut senders, normalize_address(s.get_ref()))
+            } else {
+                (&mut sender_domains, normalize_domain(s.get_ref()))
+            };
+            match normalized {
+                Ok(a) if !list.contains(&a) => list.push(a),
                 Ok(_) => {}
                 Err(e) => self.problem(s.span(), format!("voicemail.senders: {e}")),
             }
@@ -612,6 +617,7 @@ impl Validator<'_> {
         let pattern = v.pattern.and_then(|p| self.voicemail_pattern(&p));
         VoicemailConfig {
             senders,
+            sender_domains,
             pattern,
             field,
         }
