@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{wait_until, Daemon, Scratch, Stack, Table};
+use common::{http_get, wait_until, Daemon, Scratch, Stack, Table};
 use mail_parser::{MessageParser, MimeHeaders};
 
 const ROLES: &[&str] = &["support", "ana", "ben", "cara"];
@@ -136,5 +136,67 @@ fn a_voicemail_reaches_the_callers_pod_with_its_audio() {
         .query_row("SELECT rule FROM messages", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rule, "phone +14035550100");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_running_daemon_answers_caller_lookups() {
+    let Some(stack) = Stack::get() else { return };
+    let users = stack.users(ROLES);
+    let mut table = Table::new(&stack);
+    table.extra = "\n[clients.city]\nname = \"City Hall\"\npod = \"west\"\n\
+                   phones = [\"+1 403 555 0100\"]\n"
+        .into();
+    let text = table
+        .render(&users, stack.password())
+        .replace("[routing]\n", "[routing]\ndefault_region = \"CA\"\n")
+        .replace(
+            "[pods.west]\n",
+            "[pods.west]\nphone = \"+1 403 555 0199\"\n",
+        );
+    let scratch = Scratch::new();
+    scratch.write_config(&text);
+    let mut daemon = Daemon::start(&scratch);
+    let addr = daemon.http_addr();
+    daemon.wait_ready();
+
+    let (status, body) = http_get(&addr, "/v1/route?caller=%2B14035550100");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "client": "city",
+            "pod": "west",
+            "phone": "+14035550199",
+            "rule": "phone",
+            "caller": "+14035550100",
+        })
+    );
+    // A bare + arrives as a space and is read as a +.
+    let (status, body) = http_get(&addr, "/v1/route?caller=+14035550100");
+    assert_eq!(status, 200, "{body}");
+    // No default pod in this table: an unknown caller is 404, with JSON.
+    let (status, body) = http_get(&addr, "/v1/route?caller=%2B13065550177");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"error\":\"not found"), "{body}");
+    let (status, body) = http_get(&addr, "/v1/route?caller=not-a-number");
+    assert_eq!(status, 400, "{body}");
+
+    // How long a PBX waits for an answer, over a fresh connection each.
+    let mut ms: Vec<f64> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            let (status, _) = http_get(&addr, "/v1/route?caller=%2B14035550100");
+            assert_eq!(status, 200);
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "caller lookup over HTTP, 200 calls: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms[100], ms[198], ms[199]
+    );
+    assert!(ms[198] < 500.0, "p99 {} ms", ms[198]);
     assert!(daemon.stop().success());
 }

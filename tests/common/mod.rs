@@ -376,6 +376,9 @@ pub struct Table {
     /// `routing.storm_limit`; 0 (off) unless a test is about storms, since
     /// the tests send many messages from one address.
     pub storm_limit: usize,
+    /// `[http] enabled`; the endpoint always listens on `127.0.0.1:0`, a
+    /// port of its own per daemon ([`Daemon::http_addr`] reads it).
+    pub http: bool,
 }
 
 impl Table {
@@ -388,6 +391,7 @@ impl Table {
             poll_interval: "2s",
             extra: String::new(),
             storm_limit: 0,
+            http: true,
         }
     }
 
@@ -420,6 +424,10 @@ connections = 4
 
 [routing]
 storm_limit = {storm_limit}
+
+[http]
+enabled = {http}
+listen = "127.0.0.1:0"
 
 [pods.east]
 name = "East pod"
@@ -460,6 +468,7 @@ domains = ["{globex}"]
             globex = users.domain("globex"),
             extra = self.extra,
             storm_limit = self.storm_limit,
+            http = self.http,
         )
     }
 }
@@ -592,6 +601,19 @@ impl Daemon {
         );
     }
 
+    /// The address the HTTP endpoint bound (`127.0.0.1:PORT`), from the
+    /// daemon's `http listening addr=...` line; waits for it.
+    pub fn http_addr(&mut self) -> String {
+        self.wait_log("http listening", 1, Duration::from_secs(20));
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("http listening")).unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+        addr.to_owned()
+    }
+
     /// Waits for the daemon to say it is ready.
     pub fn wait_ready(&mut self) {
         self.wait_log("ready", 1, Duration::from_secs(20));
@@ -679,4 +701,26 @@ fn strip_ansi(text: &str) -> String {
 pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// GETs `http://<addr><path>`; returns the status and the body. Any
+/// status is returned, not turned into an error.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{addr}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(16 * 1024 * 1024)
+        .read_to_string()
+        .unwrap();
+    (status, body)
 }
