@@ -160,3 +160,45 @@ fn route_json_shows_the_phone_rule_and_caller() {
     assert_eq!(v["caller"], "+14035550100");
     assert_eq!(v["pod"], "west");
 }
+
+mod never_panics {
+    use super::*;
+    use podrouter::calls;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Any caller string gets an answer, not a panic.
+        #[test]
+        fn caller_lookups(caller in "\\PC{0,120}") {
+            let config = table("default_pod = \"east\"\n");
+            let l = calls::lookup(&config, &caller);
+            prop_assert!(l.answer.pod.is_some() || l.answer.error.is_some());
+        }
+
+        /// Phone-ish callers: digits, pluses, spaces and brackets.
+        #[test]
+        fn phone_shaped_callers(caller in "[0-9+ ()<>\"-]{0,40}") {
+            let config = table("");
+            let _ = calls::lookup(&config, &caller);
+        }
+
+        /// A voicemail with any caller header, subject and body is decided
+        /// without the panic guard firing.
+        #[test]
+        fn voicemail_decisions(
+            header in "[ -~]{0,60}",
+            subject in "\\PC{0,80}",
+            body in "[ -~\\t\\r\\n]{0,400}",
+        ) {
+            let config = table("");
+            let raw = format!(
+                "From: PBX <voicemail@pbx.example>\r\nX-Asterisk-CallerID: {header}\r\n\
+                 Subject: {subject}\r\n\r\n{body}"
+            );
+            let d = engine::decide(&config, raw.as_bytes());
+            prop_assert!(!d.reason.contains("panicked"), "{}", d.reason);
+        }
+    }
+}
