@@ -71,6 +71,23 @@ impl Class {
 
 /// Classifies a parsed message; `own_address` is `relay.from`.
 pub fn classify(msg: &Message<'_>, own_address: &str) -> Class {
+    classify_with(msg, own_address, true)
+}
+
+/// Classifies a voicemail notification: loops, reports and bounces as
+/// [`classify`] does, but without the auto-reply header signals.
+///
+/// A PBX is a machine and may say so (`Auto-Submitted: auto-generated`,
+/// `Precedence: bulk`), yet its voicemail notice carries a caller's
+/// message for a person. [`crate::voicemail`] decides which mail is
+/// voicemail (a `[voicemail]` sender, or Asterisk's or Exchange UM's
+/// headers) before this runs.
+pub fn classify_voicemail(msg: &Message<'_>, own_address: &str) -> Class {
+    classify_with(msg, own_address, false)
+}
+
+/// [`classify`], with or without the auto-reply header signals (step 4).
+fn classify_with(msg: &Message<'_>, own_address: &str, header_auto_replies: bool) -> Class {
     let headers = top_headers(msg);
     if let Some(reason) = loop_reason(&headers, own_address) {
         return Class::Loop(reason);
@@ -80,6 +97,9 @@ pub fn classify(msg: &Message<'_>, own_address: &str) -> Class {
     }
     if let Some(reason) = bounce_reason(&headers) {
         return Class::Bounce(reason);
+    }
+    if !header_auto_replies {
+        return Class::Person;
     }
     if let Some(reason) = auto_reply_reason(&headers) {
         return Class::AutoReply(reason);

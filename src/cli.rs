@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::config::{self, Config, FromMode, Server, TlsMode};
 use crate::emit::{self, EmitOptions};
-use crate::engine::{self, Action, Decision};
+use crate::engine::{self, Action, Decision, Rule};
 use crate::ops::Since;
 use crate::phone;
 
@@ -564,6 +564,10 @@ pub fn decision_json(file: &Path, d: &Decision) -> serde_json::Value {
         "recipients": d.recipients,
         "reason": d.reason,
         "rule": d.rule.as_ref().map(|r| r.kind()),
+        "caller": match &d.rule {
+            Some(Rule::Phone(e164)) => Some(e164.as_str()),
+            _ => None,
+        },
         "message_id": d.message_id,
         "subject": d.subject,
     })

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use regex::Regex;
+
 use crate::route::RoutingTable;
 
 mod raw;
@@ -169,6 +171,37 @@ pub struct Pod {
     pub name: String,
     /// Who receives the pod's mail.
     pub members: Vec<Member>,
+    /// The pod's hunt group in E.164, the number a PBX rings for callers
+    /// of the pod's clients (`phone = "..."`).
+    pub phone: Option<String>,
+}
+
+/// Where a configured voicemail `pattern` looks for the caller's number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoicemailField {
+    /// The decoded Subject.
+    Subject,
+    /// The first text part, its first 64 KiB.
+    Body,
+    /// One top-level header, decoded; holds its name.
+    Header(String),
+}
+
+/// `[voicemail]`: how voicemail notifications are told apart and where
+/// their caller's number is read.
+#[derive(Clone, Debug)]
+pub struct VoicemailConfig {
+    /// Normalised From addresses whose mail is voicemail (the PBXs).
+    pub senders: Vec<String>,
+    /// Normalised domains whose mail is voicemail, subdomains included
+    /// (`senders` entries without `@`: FreeSWITCH writes the caller's
+    /// number as the local part).
+    pub sender_domains: Vec<String>,
+    /// A site's own pattern for the caller's number: the capture group
+    /// `number`, else the first group. Tried before the built-in formats.
+    pub pattern: Option<Regex>,
+    /// Where `pattern` looks.
+    pub field: VoicemailField,
 }
 
 /// `[clients.KEY]`: one customer and the pod that serves it.
@@ -207,6 +240,9 @@ pub struct Config {
     pub default_region: Option<String>,
     /// `routing.storm_limit` and `routing.storm_window`.
     pub storm: StormConfig,
+    /// `[voicemail]`, when the table has one. Without it, only mail with
+    /// Asterisk's or Exchange's voicemail headers is read as voicemail.
+    pub voicemail: Option<VoicemailConfig>,
     /// Pods by key.
     pub pods: BTreeMap<String, Pod>,
     /// Clients by key.

@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::classify::{self, Class};
 use crate::config::Config;
+use crate::phone::CallerId;
 use crate::sender::{self, Sender};
+use crate::voicemail::{self, Voicemail};
 
 /// What happens to a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -180,6 +182,12 @@ fn decide_parsed(config: &Config, msg: &Message<'_>) -> Decision {
     if let Some(s) = &sender {
         d.sender = Some(s.address.clone());
         d.sender_name = s.name.clone();
+    }
+    let address = sender.as_ref().map(|s| s.address.as_str());
+    if let Some(vm) = voicemail::detect(config, msg, address) {
+        return decide_voicemail(config, msg, d, sender.as_ref(), vm);
+    }
+    if let Some(s) = &sender {
         if let Some(m) = config.table.lookup_address(&s.address) {
             d.client = Some(m.client.to_string());
             d.pod = Some(m.pod.to_string());
@@ -188,7 +196,8 @@ fn decide_parsed(config: &Config, msg: &Message<'_>) -> Decision {
     }
 
     let own = config.relay.as_ref().map_or("", |r| r.from.as_str());
-    if let Some(reason) = skip_reason(msg, own, sender.as_ref()) {
+    let class = classify::classify(msg, own);
+    if let Some(reason) = skip_reason(class, own, sender.as_ref()) {
         d.action = Action::Skip;
         d.reason = reason;
         return d;
@@ -214,9 +223,55 @@ fn decide_parsed(config: &Config, msg: &Message<'_>) -> Decision {
     route_to_pod(config, d)
 }
 
+/// Routes a voicemail notification by its caller, never by its sender.
+///
+/// A caller whose number a client lists routes to that client's pod with
+/// rule `phone`. Any other caller (a number no client has, a withheld one,
+/// none found) goes to `default_pod`, else the message is held: the PBX's
+/// own address does not route, even when it sits in a client's domain.
+/// Auto-reply headers do not skip it (see [`classify::classify_voicemail`]).
+fn decide_voicemail(
+    config: &Config,
+    msg: &Message<'_>,
+    mut d: Decision,
+    sender: Option<&Sender>,
+    vm: Voicemail,
+) -> Decision {
+    let own = config.relay.as_ref().map_or("", |r| r.from.as_str());
+    if let Some(reason) = skip_reason(classify::classify_voicemail(msg, own), own, sender) {
+        d.action = Action::Skip;
+        d.reason = reason;
+        return d;
+    }
+    let unknown = match &vm.caller {
+        CallerId::Number(e164) => match config.table.lookup_phone(e164) {
+            Some(m) => {
+                d.client = Some(m.client.to_string());
+                d.pod = Some(m.pod.to_string());
+                d.rule = Some(m.rule);
+                return route_to_pod(config, d);
+            }
+            None => format!("voicemail from {e164}, which no client lists"),
+        },
+        CallerId::Withheld(why) => format!("voicemail without a caller number ({why})"),
+        CallerId::NotANumber(why) => format!("voicemail whose caller is not a number: {why}"),
+    };
+    let Some(pod) = &config.default_pod else {
+        d.reason = format!("{unknown}, and there is no default_pod");
+        return d;
+    };
+    d.pod = Some(pod.clone());
+    d.rule = Some(Rule::Default);
+    let mut d = route_to_pod(config, d);
+    if d.action == Action::Relay {
+        d.reason = format!("default_pod: {unknown}");
+    }
+    d
+}
+
 /// Why a message must not be relayed, if it must not.
-fn skip_reason(msg: &Message<'_>, own: &str, sender: Option<&Sender>) -> Option<String> {
-    match classify::classify(msg, own) {
+fn skip_reason(class: Class, own: &str, sender: Option<&Sender>) -> Option<String> {
+    match class {
         Class::Person => {}
         Class::Bounce(r) | Class::AutoReply(r) | Class::Loop(r) => return Some(r),
     }

@@ -11,6 +11,10 @@
 //! - [`route`]: the routing table index and its lookup (address, domain,
 //!   phone).
 //! - [`sender`]: works out who sent a message (From, then Sender).
+//! - [`voicemail`]: tells voicemail notifications from other mail and
+//!   reads the caller's number, which routes them.
+//! - [`calls`]: answers a PBX's question about a live call: which pod's
+//!   hunt group to ring for this caller.
 //! - [`classify`]: tells bounces, auto-replies and our own loops from mail
 //!   written by people.
 //! - [`engine`]: puts the stages together into one [`engine::Decision`] per
@@ -29,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod calls;
 pub mod classify;
 pub mod cli;
 pub mod config;
@@ -46,4 +51,5 @@ pub mod route;
 pub mod sender;
 pub mod storm;
 pub mod tls;
+pub mod voicemail;
 pub mod watchdog;

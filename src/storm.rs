@@ -7,6 +7,11 @@
 //! `routing.storm_limit` the rest are held with a reason that says so. The
 //! limit trips one warning per storm, not one per message.
 //!
+//! Voicemail routed by its caller's number is counted per caller, not per
+//! sender: every notification comes from the PBX's one address, and a busy
+//! morning's voicemail is not a storm. One caller leaving more than the
+//! limit is.
+//!
 //! Messages are counted by content hash, so a message looked at again (a
 //! retry, a restart) is not counted twice and keeps its first verdict. The
 //! window is kept in memory; the daemon's [`apply`] seeds it from the
@@ -183,7 +188,8 @@ pub fn limit(storm: &mut Storm, hash: &str, now: SystemTime, decision: Decision)
     if decision.action != Action::Relay {
         return decision;
     }
-    let Some(sender) = decision.sender.clone() else {
+    let rule = decision.rule.as_ref().map(ToString::to_string);
+    let Some(sender) = storm_key(decision.sender.as_deref(), rule.as_deref()) else {
         return decision;
     };
     match storm.check(&sender, hash, now) {
@@ -195,6 +201,15 @@ pub fn limit(storm: &mut Storm, hash: &str, now: SystemTime, decision: Decision)
             ..decision
         },
     }
+}
+
+/// Whose messages a decision counts towards: the caller for voicemail
+/// routed by phone (rule `phone +1...`), else the sender.
+fn storm_key(sender: Option<&str>, rule: Option<&str>) -> Option<String> {
+    if let Some(caller) = rule.and_then(|r| r.strip_prefix("phone ")) {
+        return Some(format!("caller {caller}"));
+    }
+    sender.map(str::to_string)
 }
 
 /// The daemon's counter, and the journal it was seeded from.
@@ -233,7 +248,7 @@ fn try_seed(storm: &mut Storm, path: &Path, now: SystemTime) -> rusqlite::Result
     let conn =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare(
-        "SELECT sender, content_hash, first_seen, action FROM messages \
+        "SELECT sender, content_hash, first_seen, action, rule FROM messages \
          WHERE sender IS NOT NULL AND duplicate_of IS NULL AND first_seen >= ?1 \
          AND (action = 'relay' OR (action = 'hold' AND reason LIKE 'storm:%')) \
          ORDER BY first_seen",
@@ -244,12 +259,14 @@ fn try_seed(storm: &mut Storm, path: &Path, now: SystemTime) -> rusqlite::Result
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
         ))
     })?;
     for row in rows {
-        let (sender, hash, seen, action) = row?;
+        let (sender, hash, seen, action, rule) = row?;
+        let key = storm_key(Some(&sender), rule.as_deref()).unwrap_or(sender);
         if let Ok(at) = humantime::parse_rfc3339(&seen) {
-            storm.seed(&sender, &hash, at, action == "relay");
+            storm.seed(&key, &hash, at, action == "relay");
         }
     }
     Ok(())

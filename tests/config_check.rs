@@ -196,6 +196,104 @@ fn who_answers_for_address_domain_and_phone() {
     assert!(out.contains("held"), "{out}");
 }
 
+/// The phone and voicemail settings, each problem at its line and column.
+const BROKEN_PHONES: &str = r#"[routing]
+default_region = "CA"
+
+[voicemail]
+senders = ["pbx@pbx.example", "not an address@", "fs.example"]
+pattern = 'Caller: ([0-9+'
+field = "header:X-Caller"
+colour = "blue"
+
+[pods.east]
+members = ["ana@vendor.example"]
+phone = "+1 123 555 0199"
+
+[pods.west]
+members = ["cara@vendor.example"]
+phone = "call us"
+
+[clients.one]
+pod = "east"
+phones = ["+1 403 555 0100", "5550100", "02079460000"]
+"#;
+
+#[test]
+fn phone_and_voicemail_problems_are_located() {
+    let err = config::from_str(BROKEN_PHONES, Path::new("phones.toml")).unwrap_err();
+    let text = err.to_string();
+    let expect = [
+        (5, 31, "voicemail.senders"),
+        (6, 11, "voicemail.pattern does not compile"),
+        (8, 1, "unknown key `colour`"),
+        (
+            12,
+            9,
+            "pod \"east\": phone \"+1 123 555 0199\" is not a valid phone number",
+        ),
+        (
+            16,
+            9,
+            "pod \"west\": phone \"call us\" is not a phone number",
+        ),
+        (20, 30, "\"5550100\" is not a valid phone number"),
+        (20, 41, "\"02079460000\" is not a valid phone number"),
+    ];
+    for (line, column, needle) in expect {
+        let hit = err
+            .problems
+            .iter()
+            .any(|p| p.line == line && p.column == column && p.message.contains(needle));
+        assert!(
+            hit,
+            "no problem at {line}:{column} mentioning {needle:?} in:\n{text}"
+        );
+    }
+    assert_eq!(err.problems.len(), expect.len(), "{text}");
+}
+
+#[test]
+fn a_pattern_needs_one_group_or_a_number_group() {
+    let table = |pattern: &str, field: &str| {
+        format!(
+            "[voicemail]\nsenders = [\"pbx@pbx.example\"]\npattern = '{pattern}'\n{field}\n\
+             [pods.east]\nmembers = [\"ana@vendor.example\"]\n"
+        )
+    };
+    let err = config::from_str(&table("(a)(b)", ""), Path::new("t.toml")).unwrap_err();
+    assert_eq!((err.problems[0].line, err.problems[0].column), (3, 11));
+    assert!(
+        err.to_string().contains("exactly one capture group"),
+        "{err}"
+    );
+
+    let ok = config::from_str(
+        &table("(?:from) (?P<number>[0-9]+) (x)", "field = \"body\""),
+        Path::new("t.toml"),
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err());
+
+    let err = config::from_str(
+        &table("([0-9]+)", "field = \"headers\""),
+        Path::new("t.toml"),
+    )
+    .unwrap_err();
+    assert_eq!((err.problems[0].line, err.problems[0].column), (4, 9));
+    assert!(err.to_string().contains("header:X-Name"), "{err}");
+}
+
+#[test]
+fn who_shows_a_phone_route() {
+    let out = podrouter()
+        .args(["who", "-c", "routing.toml", "4035550100"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("phone +14035550100"), "{stdout}");
+    assert!(stdout.contains("alberta"), "{stdout}");
+}
+
 #[test]
 fn http_defaults_to_loopback_9187_and_checks_its_keys() {
     let config = config::load(Path::new("routing.toml")).unwrap();

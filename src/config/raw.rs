@@ -95,6 +95,17 @@ pub struct Routing {
 pub struct Pod {
     pub name: Option<String>,
     pub members: Spanned<Vec<Spanned<String>>>,
+    pub phone: Option<Spanned<String>>,
+}
+
+/// `[voicemail]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Voicemail {
+    #[serde(default)]
+    pub senders: Vec<Spanned<String>>,
+    pub pattern: Option<Spanned<String>>,
+    pub field: Option<Spanned<String>>,
 }
 
 /// `[clients.KEY]`.
@@ -162,7 +173,11 @@ impl Keys for Routing {
 }
 
 impl Keys for Pod {
-    const KEYS: &'static [&'static str] = &["name", "members"];
+    const KEYS: &'static [&'static str] = &["name", "members", "phone"];
+}
+
+impl Keys for Voicemail {
+    const KEYS: &'static [&'static str] = &["senders", "pattern", "field"];
 }
 
 impl Keys for Client {

@@ -16,7 +16,7 @@ use toml::Spanned;
 use super::raw;
 use super::{
     Client, Config, ConfigError, DaemonConfig, FromMode, HttpConfig, InboxConfig, Member, Pod,
-    Problem, RelayConfig, Secret, Server, StormConfig, TlsMode,
+    Problem, RelayConfig, Secret, Server, StormConfig, TlsMode, VoicemailConfig, VoicemailField,
 };
 use crate::address::{normalize_address, normalize_domain, split_mailbox};
 use crate::phone;
@@ -27,6 +27,11 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/podrouter";
 
 /// How many SMTP connections the relay opens when not told.
 const DEFAULT_CONNECTIONS: usize = 4;
+
+/// The most memory a compiled voicemail `pattern` may take, in bytes.
+/// The `regex` crate matches in linear time whatever the pattern; this
+/// bounds its size as well.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
 /// Parses and validates config text read from `path`.
 pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -59,6 +64,7 @@ struct Sections {
     daemon: raw::Daemon,
     http: raw::Http,
     routing: raw::Routing,
+    voicemail: Option<raw::Voicemail>,
     /// Pods in file order.
     pods: Vec<Keyed<raw::Pod>>,
     /// Clients in file order.
@@ -159,13 +165,14 @@ impl Validator<'_> {
                 "daemon" => s.daemon = self.section(value).unwrap_or_default(),
                 "http" => s.http = self.section(value).unwrap_or_default(),
                 "routing" => s.routing = self.section(value).unwrap_or_default(),
+                "voicemail" => s.voicemail = Some(self.section(value).unwrap_or_default()),
                 "pods" => s.pods = self.keyed("pods", value),
                 "clients" => s.clients = self.keyed("clients", value),
                 other => self.problem(
                     key.span(),
                     format!(
                         "unknown section `{other}`, expected one of `inbox`, `relay`, \
-                         `daemon`, `http`, `routing`, `pods`, `clients`"
+                         `daemon`, `http`, `routing`, `voicemail`, `pods`, `clients`"
                     ),
                 ),
             }
@@ -223,7 +230,8 @@ impl Validator<'_> {
                 }
             }
         });
-        let pods = self.pods(s.pods);
+        let pods = self.pods(s.pods, default_region.as_deref());
+        let voicemail = s.voicemail.map(|v| self.voicemail(v));
         let default_pod = s.routing.default_pod.and_then(|p| {
             let known = pods.contains_key(p.get_ref());
             if !known {
@@ -260,6 +268,7 @@ impl Validator<'_> {
             default_pod,
             default_region,
             storm,
+            voicemail,
             pods,
             clients,
             table,
@@ -498,7 +507,7 @@ impl Validator<'_> {
         }
     }
 
-    fn pods(&mut self, raw: Vec<Keyed<raw::Pod>>) -> BTreeMap<String, Pod> {
+    fn pods(&mut self, raw: Vec<Keyed<raw::Pod>>, region: Option<&str>) -> BTreeMap<String, Pod> {
         let mut pods = BTreeMap::new();
         for Keyed {
             key,
@@ -515,7 +524,20 @@ impl Validator<'_> {
                     format!("pod {key:?}: name has control characters"),
                 );
             }
-            pods.insert(key.clone(), Pod { key, name, members });
+            let phone = pod.phone.and_then(|p| {
+                phone::normalize(p.get_ref(), region)
+                    .map_err(|e| self.problem(p.span(), format!("pod {key:?}: phone {e}")))
+                    .ok()
+            });
+            pods.insert(
+                key.clone(),
+                Pod {
+                    key,
+                    name,
+                    members,
+                    phone,
+                },
+            );
         }
         pods
     }
@@ -600,6 +622,107 @@ impl Validator<'_> {
         }
         sorted.into_iter().flatten().collect()
     }
+}
+
+impl Validator<'_> {
+    /// `[voicemail]`: the PBX senders, and the site's own pattern and the
+    /// field it reads.
+    fn voicemail(&mut self, v: raw::Voicemail) -> VoicemailConfig {
+        let (mut senders, mut sender_domains) = (Vec::new(), Vec::new());
+        for s in v.senders {
+            let (list, normalized) = if s.get_ref().contains('@') {
+                (&mut senders, normalize_address(s.get_ref()))
+            } else {
+                (&mut sender_domains, normalize_domain(s.get_ref()))
+            };
+            match normalized {
+                Ok(a) if !list.contains(&a) => list.push(a),
+                Ok(_) => {}
+                Err(e) => self.problem(s.span(), format!("voicemail.senders: {e}")),
+            }
+        }
+        let field = match &v.field {
+            Some(f) => self.voicemail_field(f),
+            None => VoicemailField::Subject,
+        };
+        if let (Some(f), None) = (&v.field, &v.pattern) {
+            self.problem(f.span(), "voicemail.field needs a `pattern` to apply");
+        }
+        let pattern = v.pattern.and_then(|p| self.voicemail_pattern(&p));
+        VoicemailConfig {
+            senders,
+            sender_domains,
+            pattern,
+            field,
+        }
+    }
+
+    /// `field = "subject" | "body" | "header:X-Name"`.
+    fn voicemail_field(&mut self, f: &Spanned<String>) -> VoicemailField {
+        let text = f.get_ref().trim();
+        if text.eq_ignore_ascii_case("subject") {
+            return VoicemailField::Subject;
+        }
+        if text.eq_ignore_ascii_case("body") {
+            return VoicemailField::Body;
+        }
+        let header = text
+            .split_once(':')
+            .filter(|(kind, _)| kind.trim().eq_ignore_ascii_case("header"))
+            .map(|(_, name)| name.trim());
+        match header {
+            Some(name) if is_header_name(name) => VoicemailField::Header(name.to_string()),
+            _ => {
+                self.problem(
+                    f.span(),
+                    format!(
+                        "voicemail.field {text:?} is not \"subject\", \"body\" or \
+                         \"header:X-Name\""
+                    ),
+                );
+                VoicemailField::Subject
+            }
+        }
+    }
+
+    /// Compiles `pattern`: it must have a group named `number` or exactly
+    /// one capture group.
+    fn voicemail_pattern(&mut self, p: &Spanned<String>) -> Option<regex::Regex> {
+        let compiled = regex::RegexBuilder::new(p.get_ref())
+            .size_limit(PATTERN_SIZE_LIMIT)
+            .dfa_size_limit(PATTERN_SIZE_LIMIT)
+            .build();
+        let re = match compiled {
+            Ok(re) => re,
+            Err(e) => {
+                let first = e.to_string();
+                let msg = first.lines().last().unwrap_or_default().trim().to_string();
+                self.problem(
+                    p.span(),
+                    format!("voicemail.pattern does not compile: {msg}"),
+                );
+                return None;
+            }
+        };
+        let named = re.capture_names().any(|n| n == Some("number"));
+        if !named && re.captures_len() != 2 {
+            self.problem(
+                p.span(),
+                format!(
+                    "voicemail.pattern needs a group named `number` or exactly one capture \
+                     group; it has {}",
+                    re.captures_len() - 1
+                ),
+            );
+            return None;
+        }
+        Some(re)
+    }
+}
+
+/// Whether a header name is one token of printable ASCII without a colon.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// Sizes the table for every entry the clients list, so that a large
