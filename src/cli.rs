@@ -90,6 +90,11 @@ pub enum Command {
     /// and the old one keeps routing); SIGTERM or SIGINT finishes the
     /// message in flight and exits 0. Logs go to standard error; set
     /// RUST_LOG (e.g. `podrouter=debug`) for more detail.
+    ///
+    /// Unless `[http] enabled = false`, it also serves `/metrics`
+    /// (Prometheus), `/healthz`, the `/status` page and the caller lookup
+    /// `/v1/route?caller=NUMBER` on `[http] listen` (default
+    /// 127.0.0.1:9187).
     Run(RunArgs),
     /// List routing decisions from the journal, newest first.
     ///
