@@ -370,6 +370,7 @@ mod tests {
             recipients: vec!["ana@v.example".into()],
             message_id: None,
             subject: None,
+            personal: crate::engine::Personal::default(),
         };
         let first = limit(&mut s, "a", t(0), relay.clone());
         assert_eq!(first.action, Action::Relay);
@@ -404,6 +405,7 @@ mod tests {
                 recipients: vec!["ana@v.example".into()],
                 message_id: None,
                 subject: None,
+                personal: crate::engine::Personal::default(),
             };
             let s = Sighting {
                 mailbox: "support@localhost/INBOX",
