@@ -21,11 +21,10 @@ use crate::emit::LOOP_HEADER;
 /// The text sent when a pod sets no `ack_template`.
 pub const DEFAULT_TEMPLATE: &str = "Hello,\n\
 \n\
-Thank you for your message \"{subject}\". It has reached {pod}: \
-{members} will help you.\n\
+Thank you for your message \"{subject}\".\n\
+{pod} has it: {members} will help you.\n\
 \n\
-There is no need to write again; to add anything, reply to this \
-message and it reaches the same people.\n";
+To add anything, just reply; it reaches the same people.\n";
 
 /// The placeholders an `ack_template` may use.
 pub const PLACEHOLDERS: &[&str] = &["pod", "members", "client", "subject"];
@@ -344,7 +343,7 @@ mod tests {
     #[test]
     fn the_text_names_the_pod_and_its_people() {
         let text = render(DEFAULT_TEMPLATE, &pod(), "Town", "Printer");
-        assert!(text.contains("It has reached East pod: Ana Ruiz, ben@vendor.example and Chloé"));
+        assert!(text.contains("East pod has it: Ana Ruiz, ben@vendor.example and Chloé will"));
         assert!(text.contains("\"Printer\""));
     }
 
