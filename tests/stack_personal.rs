@@ -40,6 +40,24 @@ fn reply(from: &str, parent: &str, id: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `podrouter stats` over the test's journal.
+fn stats(scratch: &Scratch) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podrouter"))
+        .arg("stats")
+        .arg("-c")
+        .arg(scratch.config())
+        .arg("--state-dir")
+        .arg(scratch.state())
+        .output()
+        .expect("podrouter stats runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Waits until `role`'s INBOX holds `n` messages.
 fn wait_count(users: &Users, daemon: &Daemon, role: &str, n: usize) {
     let ok = wait_until(Duration::from_secs(15), || users.count(role, "INBOX") >= n);
@@ -204,6 +222,24 @@ fn a_technicians_reply_all_reaches_the_rest_of_the_pod_and_sets_the_first_respon
     let ms = scratch.journal_count("SELECT first_response_ms FROM threads");
     println!("first response recorded: {ms} ms after the client's message");
     assert!(daemon.log().contains("first response in the thread"));
+    let report = stats(&scratch);
+    println!("{report}");
+    let section = report
+        .split("first response per pod")
+        .nth(1)
+        .unwrap_or_default();
+    let east = section
+        .lines()
+        .find(|l| l.trim_start().starts_with("east "))
+        .unwrap_or_default();
+    assert!(
+        report.contains("first response per pod") && east.split_whitespace().nth(1) == Some("1"),
+        "{report}"
+    );
+    assert!(
+        report.contains("no thread waits for a first response"),
+        "{report}"
+    );
     assert!(daemon.stop().success());
 }
 
@@ -253,5 +289,11 @@ fn an_unanswered_thread_escalates_once() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(kept, 0);
+    let report = stats(&scratch);
+    assert!(
+        report.contains("threads waiting for a first response: 1"),
+        "{report}"
+    );
+    assert!(report.contains("  yes  "), "{report}");
     assert!(daemon.stop().success());
 }
