@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -131,6 +132,25 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
 }
 
+/// `[http]`: the metrics, health and status endpoint of `podrouter run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Whether the daemon listens at all (`enabled`, default true).
+    pub enabled: bool,
+    /// Where it listens (`listen`, default `127.0.0.1:9187`); port 0 takes
+    /// any free port, which the daemon logs.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
+        }
+    }
+}
+
 /// One pod member: a technician or a distribution list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -209,6 +229,8 @@ pub struct Config {
     pub relay: Option<RelayConfig>,
     /// `[daemon]` settings.
     pub daemon: DaemonConfig,
+    /// `[http]` settings.
+    pub http: HttpConfig,
     /// `routing.default_pod`: where unmatched mail goes; hold without it.
     pub default_pod: Option<String>,
     /// `routing.default_region`: how national phone numbers are read.

@@ -36,8 +36,15 @@
 //! submodule, which also keeps first responses and sends
 //! acknowledgements).
 //!
+//! The daemon keeps its [`Metrics`] up to date (messages filed, relay
+//! times, errors, wake-ups, reloads); with `[http]` enabled it serves them
+//! on `/metrics`, `/healthz` and `/status` ([`crate::http`]). The relay is
+//! checked every [`RELAY_CHECK`] when no message went through it in that
+//! time, so `/healthz` knows whether it answers while the inbox is quiet.
+//!
 //! Everything runs in one task: the relays of a batch are concurrent
-//! futures, not spawned tasks. The batch itself is in the `batch`
+//! futures, not spawned tasks; only the HTTP endpoint and the relay check
+//! run beside it. The batch itself is in the `batch`
 //! submodule, the retry schedule in `retry`.
 
 use std::future::Future;
@@ -51,6 +58,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{self, Config};
 use crate::inbox::{Inbox, InboxError, Wake};
 use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
 use crate::relay::{Relay, RelayError};
 
 use retry::Retries;
@@ -76,6 +84,14 @@ pub const HOT_POLL: Duration = Duration::from_millis(100);
 
 /// How long the message in flight may take to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The relay is checked (a session opened and closed) when nothing was
+/// heard from it for this long.
+pub const RELAY_CHECK: Duration = Duration::from_secs(60);
+
+/// How much later than the IDLE refresh or poll interval a wake-up may
+/// come before `/healthz` calls the inbox stale.
+pub const WAKE_MARGIN: Duration = Duration::from_secs(60);
 
 /// A copy waiting for its twin is looked at again after this long.
 const TWIN_DELAY: Duration = Duration::from_secs(5);
@@ -118,11 +134,17 @@ pub async fn run(
         journal = %journal.path().display(),
         "starting"
     );
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new(Arc::clone(&config)));
+    let http = crate::http::bind(&config.http)
+        .await?
+        .map(|listener| crate::http::spawn(listener, Arc::clone(&metrics), state_dir.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut daemon = Daemon {
         config_path,
-        config: Arc::new(config),
+        config,
+        metrics,
         journal: Arc::new(journal),
         retries: Retries::default(),
         reload,
@@ -138,6 +160,9 @@ pub async fn run(
     };
     let result = serve_until(&mut daemon, shutdown, stop_tx).await;
     daemon.report_unrecorded();
+    if let Some(http) = http {
+        http.abort();
+    }
     result
 }
 
@@ -238,6 +263,8 @@ struct Daemon {
     config_path: PathBuf,
     /// The table in force; swapped whole on reload, between batches.
     config: Arc<Config>,
+    /// What `/metrics`, `/healthz` and `/status` show; shared with them.
+    metrics: Arc<Metrics>,
     /// The audit trail and double-relay guard.
     journal: Arc<Journal>,
     /// Messages waiting for a retry, so they do not block the rest.
@@ -293,27 +320,41 @@ impl Daemon {
             match self.connect().await {
                 Ok((inbox, relay)) => {
                     delay = RECONNECT_FIRST;
-                    match self.session(inbox, &relay).await {
+                    let relay = Arc::new(relay);
+                    let checks =
+                        tokio::spawn(check_relay(Arc::clone(&relay), Arc::clone(&self.metrics)));
+                    let end = self.session(inbox, &relay).await;
+                    checks.abort();
+                    match end {
                         Ok(SessionEnd::Stop) => return Ok(()),
-                        Ok(SessionEnd::Reconnect) => continue,
+                        Ok(SessionEnd::Reconnect) => {
+                            self.metrics.inbox_lost("reconnecting with new settings");
+                            continue;
+                        }
                         Err(Trouble::Journal(e)) => {
+                            self.metrics
+                                .inbox_lost(format!("the journal cannot be written: {e}"));
                             if let Some(Signal::Stop) = self.journal_pause(&e).await {
                                 return Ok(());
                             }
                             continue;
                         }
                         Err(Trouble::Inbox(e)) => {
+                            self.metrics.imap_error(&e);
                             tracing::warn!(error = %e, "inbox connection lost; reconnecting");
                         }
                     }
                 }
                 Err(e) if !self.ready && e.is_permanent() => {
+                    self.count_connect_error(&e);
                     return Err(anyhow::anyhow!(e).context("cannot start"));
                 }
                 Err(e) if e.is_permanent() => {
+                    self.count_connect_error(&e);
                     tracing::error!(error = %e, retry_in_s = delay.as_secs(), "cannot connect");
                 }
                 Err(e) => {
+                    self.count_connect_error(&e);
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot connect");
                 }
             }
@@ -321,6 +362,14 @@ impl Daemon {
                 return Ok(());
             }
             delay = (delay * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    /// Counts a failed connect in the metrics.
+    fn count_connect_error(&self, e: &ConnectError) {
+        match e {
+            ConnectError::Inbox(e) => self.metrics.imap_error(e),
+            ConnectError::Relay(e) => self.metrics.smtp_error(e),
         }
     }
 
@@ -366,6 +415,12 @@ impl Daemon {
         };
         let relay = Relay::new(relay_cfg)?;
         let inbox = Inbox::connect(inbox_cfg).await?;
+        let wake_limit = if inbox.has_idle() {
+            IDLE_REFRESH
+        } else {
+            inbox_cfg.poll_interval
+        };
+        self.metrics.inbox_connected(wake_limit + WAKE_MARGIN);
         tracing::info!(
             inbox = inbox.label(),
             uidvalidity = inbox.uidvalidity(),
@@ -434,6 +489,7 @@ impl Daemon {
                     })
                     .await?
             };
+            self.metrics.woke();
             tracing::debug!(?wake, "woke up");
             match signal {
                 Some(Signal::Stop) => return Ok(SessionEnd::Stop),
@@ -459,7 +515,9 @@ impl Daemon {
                 return Ok(Some(SessionEnd::Reconnect));
             }
             let uids = inbox.uids().await?;
+            self.metrics.woke();
             self.retries.keep_only(&uids);
+            self.metrics.retry_waiting(self.retries.waiting());
             let now = Instant::now();
             let due: Vec<u32> = uids
                 .iter()
@@ -486,6 +544,7 @@ impl Daemon {
                 for problem in &e.problems {
                     tracing::error!(%problem, "reload refused; the old table keeps routing");
                 }
+                self.metrics.reload_failed(e.to_string());
                 return false;
             }
         };
@@ -493,6 +552,10 @@ impl Daemon {
             tracing::error!(
                 "reload refused: [inbox] and [relay] are required; the old table keeps routing"
             );
+            self.metrics.reload_failed(format!(
+                "{}: [inbox] and [relay] are required",
+                self.config_path.display()
+            ));
             return false;
         }
         for warning in &new.warnings {
@@ -500,6 +563,9 @@ impl Daemon {
         }
         if new.daemon.state_dir != self.config.daemon.state_dir {
             tracing::warn!("daemon.state_dir changed; it takes effect at the next start");
+        }
+        if new.http != self.config.http {
+            tracing::warn!("[http] changed; it takes effect at the next start");
         }
         let reconnect = new.inbox != self.config.inbox || new.relay != self.config.relay;
         tracing::info!(
@@ -509,7 +575,29 @@ impl Daemon {
             "reloaded the routing table"
         );
         self.config = Arc::new(new);
+        self.metrics.reloaded(&self.config);
         reconnect
+    }
+}
+
+/// Checks the relay whenever nothing was heard from it for
+/// [`RELAY_CHECK`], at once for a new session; runs until aborted.
+async fn check_relay(relay: Arc<Relay>, metrics: Arc<Metrics>) {
+    let mut ticks = tokio::time::interval(RELAY_CHECK / 4);
+    let mut first = true;
+    loop {
+        ticks.tick().await;
+        if !first && metrics.relay_heard_within(RELAY_CHECK) {
+            continue;
+        }
+        first = false;
+        match relay.check().await {
+            Ok(()) => metrics.relay_checked(),
+            Err(e) => {
+                tracing::debug!(error = %e, "relay check failed");
+                metrics.smtp_error(&e);
+            }
+        }
     }
 }
 

@@ -24,6 +24,8 @@
 //!   service (IMAP in, SMTP out, the SQLite journal, and the loop).
 //! - [`ops`]: what the operator commands read from the journal (`log`,
 //!   `trace`, `held`, `stats`) and `release`, which relays held mail.
+//! - [`metrics`]: the daemon's Prometheus metrics and health, shared
+//!   with [`http`], which serves `/metrics`, `/healthz` and `/status`.
 //! - [`watchdog`]: systemd watchdog pings when `WatchdogSec=` is set.
 //! - [`cli`]: the `podrouter` subcommands.
 #![forbid(unsafe_code)]
@@ -37,8 +39,10 @@ pub mod daemon;
 pub mod emit;
 pub mod engine;
 pub mod escalation;
+pub mod http;
 pub mod inbox;
 pub mod journal;
+pub mod metrics;
 pub mod ops;
 pub mod phone;
 pub mod relay;

@@ -481,6 +481,17 @@ impl Relay {
         }
     }
 
+    /// Whether the relay answers now: opens a session (greeting, EHLO,
+    /// STARTTLS, AUTH as configured) and closes it with QUIT. Counts as
+    /// one of the `relay.connections`; a connect that failed within the
+    /// last few seconds is not tried again (the same breaker as sends).
+    pub async fn check(&self) -> Result<(), RelayError> {
+        let _slot = self.slots.acquire().await.ok();
+        let mut conn = self.connect().await?;
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.quit()).await;
+        Ok(())
+    }
+
     /// Closes the idle connections with QUIT.
     pub async fn shutdown(&self) {
         let idle: Vec<Parked> =

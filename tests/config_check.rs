@@ -195,3 +195,59 @@ fn who_answers_for_address_domain_and_phone() {
     assert_eq!(code, Some(1));
     assert!(out.contains("held"), "{out}");
 }
+
+#[test]
+fn http_defaults_to_loopback_9187_and_checks_its_keys() {
+    let config = config::load(Path::new("routing.toml")).unwrap();
+    assert!(config.http.enabled);
+    assert_eq!(config.http.listen.to_string(), "127.0.0.1:9187");
+
+    let text = "[http]\nenabled = false\nlisten = \"127.0.0.1:0\"\n";
+    let config = config::from_str(text, Path::new("t.toml")).unwrap();
+    assert!(!config.http.enabled);
+    assert_eq!(config.http.listen.port(), 0, "port 0 is allowed");
+
+    let text = "[pods.a]\nmembers = [\"a@v.example\"]\n\n[http]\nport = 80\n\
+                listen = \"localhost:http\"\n";
+    let err = config::from_str(text, Path::new("t.toml")).unwrap_err();
+    let at = |line: usize, needle: &str| {
+        err.problems
+            .iter()
+            .any(|p| p.line == line && p.message.contains(needle))
+    };
+    assert!(at(5, "unknown key `port`"), "{err}");
+    assert!(at(5, "`enabled`, `listen`"), "{err}");
+    assert!(
+        at(6, "http.listen \"localhost:http\" is not an address"),
+        "{err}"
+    );
+
+    let text = "[http]\nenabled = \"yes\"\n";
+    let err = config::from_str(text, Path::new("t.toml")).unwrap_err();
+    assert_eq!(err.problems[0].line, 2, "{err}");
+    assert!(err.problems[0].message.contains("boolean"), "{err}");
+}
+
+#[test]
+fn check_warns_when_http_listens_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    let table = std::fs::read_to_string("routing.toml").unwrap();
+    std::fs::write(
+        &path,
+        format!("{table}\n[http]\nlisten = \"0.0.0.0:9187\"\n"),
+    )
+    .unwrap();
+    let out = podrouter()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning:") && stdout.contains("http.listen 0.0.0.0:9187 is not loopback"),
+        "{stdout}"
+    );
+}

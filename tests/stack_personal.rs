@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{auto_reply, contains, message, wait_until, Daemon, Scratch, Stack, Table, Users};
+use common::{
+    auto_reply, contains, http_get, message, wait_until, Daemon, Scratch, Stack, Table, Users,
+};
 
 const ROLES: &[&str] = &["support", "ana", "ben", "cara", "client", "other", "lead"];
 
@@ -240,6 +242,21 @@ fn a_technicians_reply_all_reaches_the_rest_of_the_pod_and_sets_the_first_respon
         report.contains("no thread waits for a first response"),
         "{report}"
     );
+
+    // /metrics and /status show the same.
+    let addr = daemon.http_addr();
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    for want in [
+        "podrouter_first_response_seconds{pod=\"east\",quantile=\"0.5\"}",
+        "podrouter_first_response_seconds{pod=\"east\",quantile=\"0.9\"}",
+        "podrouter_threads_waiting{pod=\"east\"} 0",
+    ] {
+        assert!(metrics.contains(want), "{want} missing:\n{metrics}");
+    }
+    let (code, page) = http_get(&addr, "/status");
+    assert_eq!(code, 200);
+    assert!(page.contains("<h2>First response</h2>"), "{page}");
     assert!(daemon.stop().success());
 }
 

@@ -71,6 +71,14 @@ pub struct Daemon {
     pub state_dir: Option<PathBuf>,
 }
 
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub enabled: Option<bool>,
+    pub listen: Option<Spanned<String>>,
+}
+
 /// `[routing]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +154,10 @@ impl Keys for Relay {
 
 impl Keys for Daemon {
     const KEYS: &'static [&'static str] = &["state_dir"];
+}
+
+impl Keys for Http {
+    const KEYS: &'static [&'static str] = &["enabled", "listen"];
 }
 
 impl Keys for Routing {

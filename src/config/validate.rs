@@ -4,7 +4,7 @@
 //! run shows the operator all of them, each at its file:line:column.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use super::raw;
 use super::{
-    Client, Config, ConfigError, DaemonConfig, FromMode, InboxConfig, Member, Pod, Problem,
-    RelayConfig, Respond, Secret, Server, StormConfig, TlsMode,
+    Client, Config, ConfigError, DaemonConfig, FromMode, HttpConfig, InboxConfig, Member, Pod,
+    Problem, RelayConfig, Respond, Secret, Server, StormConfig, TlsMode,
 };
 use crate::address::{normalize_address, normalize_domain, split_mailbox};
 use crate::phone;
@@ -60,6 +60,7 @@ struct Sections {
     inbox: Option<raw::Inbox>,
     relay: Option<raw::Relay>,
     daemon: raw::Daemon,
+    http: raw::Http,
     routing: raw::Routing,
     /// Pods in file order.
     pods: Vec<Keyed<raw::Pod>>,
@@ -159,6 +160,7 @@ impl Validator<'_> {
                 "inbox" => s.inbox = self.section(value),
                 "relay" => s.relay = self.section(value),
                 "daemon" => s.daemon = self.section(value).unwrap_or_default(),
+                "http" => s.http = self.section(value).unwrap_or_default(),
                 "routing" => s.routing = self.section(value).unwrap_or_default(),
                 "pods" => s.pods = self.keyed("pods", value),
                 "clients" => s.clients = self.keyed("clients", value),
@@ -166,7 +168,7 @@ impl Validator<'_> {
                     key.span(),
                     format!(
                         "unknown section `{other}`, expected one of `inbox`, `relay`, \
-                         `daemon`, `routing`, `pods`, `clients`"
+                         `daemon`, `http`, `routing`, `pods`, `clients`"
                     ),
                 ),
             }
@@ -244,6 +246,7 @@ impl Validator<'_> {
             known.then(|| p.into_inner())
         });
         let storm = self.storm(s.routing.storm_limit, s.routing.storm_window.as_ref());
+        let http = self.http(s.http);
         let mut table = RoutingTable::default();
         let clients = self.clients(s.clients, &pods, default_region.as_deref(), &mut table);
         if inbox.is_none() {
@@ -262,6 +265,7 @@ impl Validator<'_> {
                     .state_dir
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             },
+            http,
             default_pod,
             default_region,
             storm,
@@ -281,6 +285,36 @@ impl Validator<'_> {
             window: window
                 .and_then(|w| self.duration(w))
                 .unwrap_or(default.window),
+        }
+    }
+
+    /// `[http]`, defaults filled in. A listen address off loopback is
+    /// allowed with a warning: `/status` shows sender addresses.
+    fn http(&mut self, h: raw::Http) -> HttpConfig {
+        let default = HttpConfig::default();
+        let enabled = h.enabled.unwrap_or(default.enabled);
+        let Some(listen) = h.listen else {
+            return HttpConfig { enabled, ..default };
+        };
+        let text = listen.get_ref().trim();
+        let Ok(addr) = text.parse::<SocketAddr>() else {
+            let msg = format!(
+                "http.listen {text:?} is not an address and port like \"127.0.0.1:9187\" \
+                 or \"[::1]:9187\""
+            );
+            self.problem(listen.span(), msg);
+            return HttpConfig { enabled, ..default };
+        };
+        if enabled && !addr.ip().is_loopback() {
+            let msg = format!(
+                "http.listen {addr} is not loopback: anyone who can reach it sees \
+                 /status, which shows sender addresses and subjects"
+            );
+            self.warn(listen.span(), msg);
+        }
+        HttpConfig {
+            enabled,
+            listen: addr,
         }
     }
 

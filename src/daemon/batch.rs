@@ -273,12 +273,18 @@ impl Daemon {
         }
         let id = send.id;
         self.journal.begin_attempts(&[id])?;
+        let started = Instant::now();
         let mut send = send;
         let delivery = relay
             .deliver(&send.bytes, &send.remaining, |rcpt, reply| {
                 self.journal.record_accepted(id, rcpt, reply)
             })
             .await?;
+        match &delivery {
+            Delivery::Accepted { .. } => self.metrics.relayed(started.elapsed()),
+            Delivery::Refused { .. } => self.metrics.relay_refused(),
+            Delivery::Deferred { error } => self.metrics.smtp_error(error),
+        }
         let bytes = std::mem::take(&mut send.bytes);
         let follow = std::mem::take(&mut send.follow);
         let (outcome, relayed) = self.settle(send, delivery, follow.link.clone()).await?;
@@ -418,7 +424,10 @@ impl Daemon {
         for outcome in outcomes {
             match outcome {
                 Outcome::Later { uid, delay } => self.retries.later(uid, delay),
-                Outcome::Retry { uid, error, setup } => self.retries.failed(uid, &error, setup),
+                Outcome::Retry { uid, error, setup } => {
+                    self.metrics.retried();
+                    self.retries.failed(uid, &error, setup);
+                }
                 file @ Outcome::File { .. } => by_folder
                     .entry(file.folder().to_owned())
                     .or_default()
@@ -428,6 +437,7 @@ impl Daemon {
         for (folder, files) in by_folder {
             self.file(inbox, &folder, files, fetched_at).await?;
         }
+        self.metrics.retry_waiting(self.retries.waiting());
         Ok(())
     }
 
@@ -444,10 +454,13 @@ impl Daemon {
         inbox.file(&uids, folder).await?;
         let ids: Vec<RowId> = files.iter().filter_map(Outcome::row).collect();
         self.journal.record_filed(&ids, folder)?;
-        let ms = fetched_at.elapsed().as_millis() as u64;
+        let elapsed = fetched_at.elapsed();
+        let ms = elapsed.as_millis() as u64;
         for file in &files {
             self.retries.forget(file.uid());
             if let Outcome::File { uid, summary, .. } = file {
+                let pod = (summary.pod != "-").then_some(summary.pod.as_str());
+                self.metrics.message_filed(pod, summary.action, elapsed);
                 tracing::info!(
                     uid,
                     message_id = %summary.message_id,

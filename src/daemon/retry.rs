@@ -46,6 +46,11 @@ impl Retries {
         self.due.retain(|uid, _| present.binary_search(uid).is_ok());
     }
 
+    /// How many messages wait for a retry or a second look.
+    pub(super) fn waiting(&self) -> usize {
+        self.due.len()
+    }
+
     pub(super) fn forget(&mut self, uid: u32) {
         self.due.remove(&uid);
     }

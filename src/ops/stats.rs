@@ -211,6 +211,37 @@ impl Reader {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Relays per day (`YYYY-MM-DD`, UTC) and pod since the day
+    /// `first_day`, counted like [`Reader::relay_counts`].
+    pub fn daily_relays(&self, first_day: &str) -> Result<Vec<DayCount>, OpsError> {
+        let mut stmt = self.conn().prepare(
+            "SELECT date(first_seen) AS day, pod, count(*) \
+             FROM messages WHERE action = 'relay' AND relayed_at IS NOT NULL \
+             AND pod IS NOT NULL AND first_seen >= ?1 \
+             AND (rule IS NULL OR rule NOT IN ('reply', 'internal')) \
+             GROUP BY day, pod ORDER BY day, pod",
+        )?;
+        let rows = stmt.query_map([first_day], |r| {
+            Ok(DayCount {
+                day: r.get(0)?,
+                pod: r.get(1)?,
+                count: r.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Relays counted per day and pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayCount {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// The pod's key.
+    pub pod: String,
+    /// Relayed messages.
+    pub count: u64,
 }
 
 /// The figures `stats` prints.
@@ -454,7 +485,7 @@ pub fn write_stats(out: &mut impl Write, s: &Stats, movable: &[String]) -> std::
 }
 
 /// A duration in milliseconds as `1h 5m`, to the second.
-fn took(ms: Option<u64>) -> String {
+pub fn took(ms: Option<u64>) -> String {
     match ms {
         None => "-".to_owned(),
         Some(ms) if ms < 1000 => format!("{ms}ms"),

@@ -380,6 +380,9 @@ pub struct Table {
     pub east_extra: String,
     /// Lines added to `[routing]`.
     pub routing_extra: String,
+    /// `[http] enabled`; the endpoint always listens on `127.0.0.1:0`, a
+    /// port of its own per daemon ([`Daemon::http_addr`] reads it).
+    pub http: bool,
 }
 
 impl Table {
@@ -394,6 +397,7 @@ impl Table {
             storm_limit: 0,
             east_extra: String::new(),
             routing_extra: String::new(),
+            http: true,
         }
     }
 
@@ -427,6 +431,11 @@ connections = 4
 [routing]
 storm_limit = {storm_limit}
 {routing_extra}
+
+[http]
+enabled = {http}
+listen = "127.0.0.1:0"
+
 [pods.east]
 name = "East pod"
 members = ["Ana <{ana}>", "Ben <{ben}>"]
@@ -469,6 +478,7 @@ domains = ["{globex}"]
             storm_limit = self.storm_limit,
             east_extra = self.east_extra,
             routing_extra = self.routing_extra,
+            http = self.http,
         )
     }
 }
@@ -601,6 +611,19 @@ impl Daemon {
         );
     }
 
+    /// The address the HTTP endpoint bound (`127.0.0.1:PORT`), from the
+    /// daemon's `http listening addr=...` line; waits for it.
+    pub fn http_addr(&mut self) -> String {
+        self.wait_log("http listening", 1, Duration::from_secs(20));
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("http listening")).unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+        addr.to_owned()
+    }
+
     /// Waits for the daemon to say it is ready.
     pub fn wait_ready(&mut self) {
         self.wait_log("ready", 1, Duration::from_secs(20));
@@ -688,4 +711,26 @@ fn strip_ansi(text: &str) -> String {
 pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// GETs `http://<addr><path>`; returns the status and the body. Any
+/// status is returned, not turned into an error.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{addr}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(16 * 1024 * 1024)
+        .read_to_string()
+        .unwrap();
+    (status, body)
 }
