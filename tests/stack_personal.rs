@@ -314,3 +314,34 @@ fn an_unanswered_thread_escalates_once() {
     assert!(report.contains("  yes  "), "{report}");
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn a_shifted_clock_makes_a_thread_due_without_waiting_for_it() {
+    let Some(stack) = Stack::get() else { return };
+    let users = stack.users(ROLES);
+    let mut table = Table::new(&stack);
+    table.east_extra = "respond_within = \"4h\"\n".into();
+    let scratch = Scratch::new();
+    scratch.write_config(&table.render(&users, stack.password()));
+    // The daemon's escalation clock runs five hours ahead.
+    let mut daemon = Daemon::start_with(&scratch, &[("PODROUTER_TEST_CLOCK_OFFSET", "5h")]);
+    daemon.wait_ready();
+    let root = format!("root@{}", users.prefix);
+    users.append(
+        "support",
+        "INBOX",
+        &[message(&client(&users, "client"), "Printer", &root)],
+    );
+    wait_count(&users, &daemon, "ana", 2);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(users.count("ana", "INBOX"), 2, "{}", daemon.log());
+    assert_eq!(
+        users.count_with("ana", "INBOX", "[unanswered for 4h] Printer"),
+        1
+    );
+    assert_eq!(
+        daemon.log_count("unanswered for 4h: sent again to the pod"),
+        1
+    );
+    assert!(daemon.stop().success());
+}

@@ -98,6 +98,10 @@ fn ack_plan(config: &Config, pod: &Pod, d: &Decision) -> Option<AckPlan> {
         }
     };
     let relay_from = &config.relay.as_ref()?.from;
+    if to == *relay_from || !config.member_pods(&to).is_empty() {
+        tracing::info!(%to, "no acknowledgement: the reply would go to us or to a pod member");
+        return None;
+    }
     let client = d
         .client
         .as_deref()
@@ -249,7 +253,10 @@ impl Daemon {
         match (self.escalation_tick(), self.escalation_checked) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(tick), Some(at)) => at.elapsed() >= tick,
+            // New mail since the last look counts as a wake-up too.
+            (Some(tick), Some(at)) => {
+                at.elapsed() >= tick || self.last_mail.is_some_and(|m| m > at)
+            }
         }
     }
 
