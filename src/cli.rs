@@ -496,8 +496,9 @@ fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Read-only: `route` never writes the daemon's journal.
     let journal = match &args.state_dir {
-        Some(dir) => Some(crate::journal::Journal::open(dir)?),
+        Some(dir) => Some(crate::ops::Reader::open(dir)?),
         None => None,
     };
     let threads = |ids: &[String]| {

@@ -196,7 +196,7 @@ pub struct Respond {
     /// `business_hours`; `None` counts every hour of every day.
     pub hours: Option<crate::escalation::BusinessHours>,
     /// `time_zone` the business hours are read in (UTC when not given).
-    pub time_zone: chrono_tz::Tz,
+    pub time_zone: jiff::tz::TimeZone,
     /// `escalate_to`: an address that also gets the escalated copy.
     pub escalate_to: Option<String>,
 }

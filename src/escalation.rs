@@ -2,7 +2,8 @@
 //!
 //! A pod with `respond_within` expects a first reply within that much
 //! business time: every hour of every day, or only the hours of
-//! `business_hours` (`"Mon-Fri 08:00-17:00"`) read in `time_zone`. A thread
+//! `business_hours` (`"Mon-Fri 08:00-17:00"`) read in `time_zone` (from
+//! the system's time zone database, through jiff). A thread
 //! with no reply by then is sent again to the pod, and to `escalate_to`
 //! when set, once. [`due_at`] is pure over the time a thread opened, so
 //! tests give it any clock; the daemon checks the waiting threads on a
@@ -10,8 +11,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Datelike, Duration as Span, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
-use chrono_tz::Tz;
+use jiff::civil::{Date, DateTime, Time, Weekday};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Respond;
 
@@ -73,7 +75,8 @@ impl BusinessHours {
     }
 
     fn is_open_on(&self, day: Weekday) -> bool {
-        self.days[day.num_days_from_monday() as usize]
+        let index = usize::try_from(day.to_monday_zero_offset()).unwrap_or(0);
+        self.days[index % 7]
     }
 }
 
@@ -98,25 +101,25 @@ pub fn due_at(opened: SystemTime, respond: &Respond) -> Option<SystemTime> {
     let Some(hours) = respond.hours else {
         return opened.checked_add(respond.within);
     };
-    let opened: DateTime<Utc> = opened.into();
-    let local = opened.with_timezone(&respond.time_zone).naive_local();
-    let mut left = Span::from_std(respond.within).ok()?;
+    let tz = &respond.time_zone;
+    let local = tz.to_datetime(Timestamp::try_from(opened).ok()?);
+    let mut left = SignedDuration::try_from(respond.within).ok()?;
     let mut day = local.date();
     let mut from = local.time();
     for _ in 0..MAX_DAYS {
         if hours.is_open_on(day.weekday()) {
-            let (open, close) = (at_minute(day, hours.open), at_minute(day, hours.close));
-            let start = open.max(day.and_time(from));
+            let (open, close) = (at_minute(day, hours.open)?, at_minute(day, hours.close)?);
+            let start = open.max(DateTime::from_parts(day, from));
             if start < close {
-                let available = close - start;
+                let available = start.duration_until(close);
                 if left <= available {
-                    return to_system(respond.time_zone, start + left);
+                    return to_system(tz, start.checked_add(left).ok()?);
                 }
                 left -= available;
             }
         }
-        day = day.succ_opt()?;
-        from = NaiveTime::MIN;
+        day = day.tomorrow().ok()?;
+        from = Time::midnight();
     }
     None
 }
@@ -128,18 +131,24 @@ pub fn is_due(opened: SystemTime, respond: &Respond, now: SystemTime) -> bool {
 
 /// A local time `minute` minutes after midnight of `day` (24:00 is the
 /// next midnight).
-fn at_minute(day: NaiveDate, minute: u32) -> chrono::NaiveDateTime {
-    day.and_time(NaiveTime::MIN) + Span::minutes(i64::from(minute))
+fn at_minute(day: Date, minute: u32) -> Option<DateTime> {
+    let midnight = DateTime::from_parts(day, Time::midnight());
+    midnight
+        .checked_add(SignedDuration::from_mins(i64::from(minute)))
+        .ok()
 }
 
 /// A local wall-clock time as a point in time; in a DST gap, the time the
-/// clock jumps to.
-fn to_system(tz: Tz, local: chrono::NaiveDateTime) -> Option<SystemTime> {
-    let at = tz
-        .from_local_datetime(&local)
-        .earliest()
-        .or_else(|| tz.from_local_datetime(&(local + Span::hours(1))).earliest())?;
-    Some(at.with_timezone(&Utc).into())
+/// clock jumps to, in an overlap the earlier one.
+fn to_system(tz: &TimeZone, local: DateTime) -> Option<SystemTime> {
+    let at = tz.to_ambiguous_timestamp(local).compatible().ok()?;
+    Some(at.into())
+}
+
+/// Looks up an IANA time zone (`"America/Edmonton"`) in the system's
+/// time zone database (`/usr/share/zoneinfo`).
+pub fn time_zone(name: &str) -> Result<TimeZone, String> {
+    TimeZone::get(name.trim()).map_err(|e| e.to_string())
 }
 
 /// `"unanswered for 4h"`: the mark an escalated copy carries.
@@ -155,7 +164,7 @@ mod tests {
         Respond {
             within: humantime::parse_duration(within).unwrap(),
             hours: hours.map(|h| BusinessHours::parse(h).unwrap()),
-            time_zone: tz.parse().unwrap(),
+            time_zone: time_zone(tz).unwrap(),
             escalate_to: None,
         }
     }

@@ -173,6 +173,29 @@ fn a_reply_from_an_unknown_address_in_a_known_thread_reaches_its_pod() {
     );
     assert_eq!(thread_rules, 1);
     assert!(daemon.stop().success());
+
+    // `route --state-dir` reads the same threads offline; without it the
+    // unknown sender would be held.
+    let eml = scratch.dir.path().join("follow.eml");
+    std::fs::write(&eml, reply(&personal, &root, "again@x.example", "")).unwrap();
+    let route = |state: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_podrouter"));
+        cmd.arg("route")
+            .arg("--json")
+            .arg("-c")
+            .arg(scratch.config());
+        if state {
+            cmd.arg("--state-dir").arg(scratch.state());
+        }
+        let out = cmd.arg(&eml).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let with = route(true);
+    assert!(
+        with.contains("\"rule\":\"thread\"") && with.contains("\"pod\":\"east\""),
+        "{with}"
+    );
+    assert!(route(false).contains("\"action\":\"hold\""));
 }
 
 #[test]

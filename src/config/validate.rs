@@ -565,12 +565,10 @@ impl Validator<'_> {
                 .ok()
         });
         let time_zone = pod.time_zone.as_ref().and_then(|z| {
-            z.get_ref()
-                .trim()
-                .parse::<chrono_tz::Tz>()
-                .map_err(|_| {
+            crate::escalation::time_zone(z.get_ref())
+                .map_err(|e| {
                     let msg = format!(
-                        "pod {key:?}: time_zone {:?} is not a time zone like \"America/Edmonton\"",
+                        "pod {key:?}: time_zone {:?} is not a time zone like \"America/Edmonton\": {e}",
                         z.get_ref()
                     );
                     self.problem(z.span(), msg)
@@ -600,7 +598,7 @@ impl Validator<'_> {
         Some(Respond {
             within,
             hours,
-            time_zone: time_zone.unwrap_or(chrono_tz::UTC),
+            time_zone: time_zone.unwrap_or(jiff::tz::TimeZone::UTC),
             escalate_to,
         })
     }

@@ -131,7 +131,7 @@ pub fn responses(
 impl Reader {
     /// Whether the journal has the thread tables (a journal written by an
     /// older podrouter, not opened since, has none).
-    fn has_threads(&self) -> Result<bool, OpsError> {
+    pub(crate) fn has_threads(&self) -> Result<bool, OpsError> {
         let n: i64 = self.conn().query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'threads'",
             [],
