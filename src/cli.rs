@@ -299,6 +299,10 @@ pub struct RouteArgs {
     /// Write the exact bytes that would be relayed to DIR/<input file name>.
     #[arg(long, value_name = "DIR")]
     emit: Option<PathBuf>,
+    /// Place replies in the threads of the journal in DIR (without it, no
+    /// message belongs to a known thread).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Messages to decide; - reads one message from standard input.
     #[arg(required = true, value_name = "FILE.eml")]
     files: Vec<PathBuf>,
@@ -497,6 +501,16 @@ fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Read-only: `route` never writes the daemon's journal.
+    let journal = match &args.state_dir {
+        Some(dir) => Some(crate::ops::Reader::open(dir)?),
+        None => None,
+    };
+    let threads = |ids: &[String]| {
+        journal
+            .as_ref()
+            .and_then(|j| j.find_thread(ids).ok().flatten())
+    };
     let mut out = std::io::stdout().lock();
     let mut failed = false;
     for file in &args.files {
@@ -508,7 +522,7 @@ fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let decision = engine::decide(&config, &raw);
+        let decision = engine::decide_with(&config, &raw, &threads);
         if args.json {
             writeln!(out, "{}", decision_json(file, &decision))?;
         } else {

@@ -174,6 +174,36 @@ pub struct Pod {
     /// The pod's hunt group in E.164, the number a PBX rings for callers
     /// of the pod's clients (`phone = "..."`).
     pub phone: Option<String>,
+    /// `ack = true`: a client writing to this pod gets an acknowledgement
+    /// naming the pod and its people ([`crate::ack`]).
+    pub ack: bool,
+    /// `ack_template`, or [`crate::ack::DEFAULT_TEMPLATE`].
+    pub ack_template: String,
+    /// At most one acknowledgement per sender within this long: the pod's
+    /// `ack_interval`, else `routing.ack_interval`, else one day.
+    pub ack_interval: Duration,
+    /// `respond_within` and its calendar; `None`: threads never escalate.
+    pub respond: Option<Respond>,
+}
+
+impl Pod {
+    /// Whether `address` (normalised) is one of the pod's members.
+    pub fn has_member(&self, address: &str) -> bool {
+        self.members.iter().any(|m| m.address == address)
+    }
+}
+
+/// When a pod's unanswered threads are escalated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Respond {
+    /// `respond_within`: business time a thread may wait for a first reply.
+    pub within: Duration,
+    /// `business_hours`; `None` counts every hour of every day.
+    pub hours: Option<crate::escalation::BusinessHours>,
+    /// `time_zone` the business hours are read in (UTC when not given).
+    pub time_zone: jiff::tz::TimeZone,
+    /// `escalate_to`: an address that also gets the escalated copy.
+    pub escalate_to: Option<String>,
 }
 
 /// Where a configured voicemail `pattern` looks for the caller's number.
@@ -243,6 +273,8 @@ pub struct Config {
     /// `[voicemail]`, when the table has one. Without it, only mail with
     /// Asterisk's or Exchange's voicemail headers is read as voicemail.
     pub voicemail: Option<VoicemailConfig>,
+    /// `routing.ack_interval`: the default of every pod's `ack_interval`.
+    pub ack_interval: Duration,
     /// Pods by key.
     pub pods: BTreeMap<String, Pod>,
     /// Clients by key.
@@ -321,5 +353,18 @@ impl Config {
     /// The pod a client belongs to.
     pub fn pod(&self, key: &str) -> Option<&Pod> {
         self.pods.get(key)
+    }
+
+    /// The pods `address` (normalised) is a member of, in key order.
+    pub fn member_pods(&self, address: &str) -> Vec<&Pod> {
+        self.pods
+            .values()
+            .filter(|p| p.has_member(address))
+            .collect()
+    }
+
+    /// Whether any pod escalates unanswered threads.
+    pub fn escalates(&self) -> bool {
+        self.pods.values().any(|p| p.respond.is_some())
     }
 }

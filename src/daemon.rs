@@ -30,6 +30,12 @@
 //! journal could not record is kept in memory and written before anything
 //! else once the journal works, so it is not relayed again.
 //!
+//! Threads whose pod has `respond_within` are looked at on a timer (a
+//! quarter of the shortest `respond_within`, 1 s to 60 s) and after every
+//! wake-up; the ones past due are sent again once (the `threads`
+//! submodule, which also keeps first responses and sends
+//! acknowledgements).
+//!
 //! The daemon keeps its [`Metrics`] up to date (messages filed, relay
 //! times, errors, wake-ups, reloads); with `[http]` enabled it serves them
 //! on `/metrics`, `/healthz` and `/status` ([`crate::http`]). The relay is
@@ -59,6 +65,7 @@ use retry::Retries;
 
 mod batch;
 mod retry;
+mod threads;
 
 /// Messages fetched and handled together (one FETCH, one journal
 /// transaction, one MOVE per destination).
@@ -99,6 +106,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(60);
 /// Test hook: abort the process right after a relay is recorded, before
 /// the message is moved, to exercise the journal's crash guard.
 const CRASH_HOOK: &str = "PODROUTER_TEST_CRASH_AFTER_RELAY";
+
+/// Test hook: shifts the clock escalations are judged by (e.g. `"5h"`),
+/// so a test sees a thread come due without waiting for it.
+const CLOCK_HOOK: &str = "PODROUTER_TEST_CLOCK_OFFSET";
 
 /// Runs the daemon until `shutdown` resolves or a fatal error occurs.
 ///
@@ -144,6 +155,8 @@ pub async fn run(
         newest_uid: None,
         journal_failures: 0,
         unrecorded: std::sync::Mutex::new(Vec::new()),
+        clock_offset: clock_offset(),
+        escalation_checked: None,
     };
     let result = serve_until(&mut daemon, shutdown, stop_tx).await;
     daemon.report_unrecorded();
@@ -273,6 +286,27 @@ struct Daemon {
     /// Relays the journal could not record: written before anything else
     /// once it works again, so they are not relayed a second time.
     unrecorded: std::sync::Mutex<Vec<batch::Unrecorded>>,
+    /// [`CLOCK_HOOK`]: how far the escalation clock runs ahead.
+    clock_offset: Duration,
+    /// When the waiting threads were last looked at.
+    escalation_checked: Option<Instant>,
+}
+
+/// The escalation clock's shift from [`CLOCK_HOOK`]; zero without it.
+fn clock_offset() -> Duration {
+    let Ok(text) = std::env::var(CLOCK_HOOK) else {
+        return Duration::ZERO;
+    };
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => {
+            tracing::warn!(offset = %text, "{CLOCK_HOOK} is set: escalations run on a shifted clock");
+            d
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "{CLOCK_HOOK} is not a duration; ignored");
+            Duration::ZERO
+        }
+    }
 }
 
 impl Daemon {
@@ -423,10 +457,16 @@ impl Daemon {
             if let Some(end) = self.drain(inbox, relay).await? {
                 return Ok(end);
             }
-            let max = self.retries.next_due().map_or(IDLE_REFRESH, |due| {
+            if self.escalation_check_due() && !self.stopping() {
+                self.escalate_due(relay).await?;
+            }
+            let mut max = self.retries.next_due().map_or(IDLE_REFRESH, |due| {
                 due.saturating_duration_since(Instant::now())
                     .clamp(Duration::from_millis(200), IDLE_REFRESH)
             });
+            if let Some(tick) = self.escalation_tick() {
+                max = max.min(tick);
+            }
             let mut signal = None;
             let wake = if self.hot() {
                 // Mail came a moment ago and more is likely: look again

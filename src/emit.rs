@@ -35,6 +35,17 @@ use crate::engine::Decision;
 /// The loop marker header; its value is `relay.from`.
 pub const LOOP_HEADER: &str = "X-Podrouter-Loop";
 
+/// On a relayed copy whose thread and table disagree about the pod: a
+/// note naming the other pod.
+pub const MOVED_HEADER: &str = "X-Podrouter-Moved";
+
+/// On a relayed pod member's reply (or internal mail): who wrote it.
+pub const REPLY_BY_HEADER: &str = "X-Podrouter-Reply-By";
+
+/// On an escalated copy: how long the thread waited, e.g.
+/// `unanswered for 4h`.
+pub const ESCALATED_HEADER: &str = "X-Podrouter-Escalated";
+
 /// Every header with this prefix is ours; incoming ones are removed.
 const TRACE_PREFIX: &str = "X-Podrouter-";
 
@@ -97,6 +108,56 @@ pub fn relay_bytes(raw: &[u8], decision: &Decision, opts: &EmitOptions<'_>) -> V
         for line in body {
             push_line(&mut out, line);
         }
+    }
+    out
+}
+
+/// A relayed copy sent again because its thread went unanswered: the
+/// mark in [`ESCALATED_HEADER`] and in front of the subject, and a new
+/// Message-ID (`new_id`, without brackets) so mail clients that drop
+/// repeated Message-IDs still show it. Everything else stays as relayed.
+pub fn escalation_bytes(copy: &[u8], label: &str, new_id: &str) -> Vec<u8> {
+    let lines = split_lines(copy, LoneCr::Joins);
+    let (head, body) = split_head(&lines);
+    let fields = parse_fields(head);
+    let mut out = Vec::with_capacity(copy.len() + 256);
+    push_header(&mut out, ESCALATED_HEADER, &unstructured(label));
+    let mut has_subject = false;
+    for field in &fields {
+        if field.is(ESCALATED_HEADER) {
+            continue;
+        } else if field.is("Message-ID") {
+            push_header(
+                &mut out,
+                "Message-ID",
+                format!("<{}>", clean_address(new_id)).as_bytes(),
+            );
+        } else if field.is("Subject") {
+            has_subject = true;
+            let mut value = format!("[{}] ", clean_text(label)).into_bytes();
+            value.extend_from_slice(&field.value());
+            push_header(&mut out, "Subject", &value);
+        } else {
+            push_field(&mut out, field);
+        }
+    }
+    if !has_subject {
+        push_header(
+            &mut out,
+            "Subject",
+            format!("[{}]", clean_text(label)).as_bytes(),
+        );
+    }
+    if !fields.iter().any(|f| f.is("Message-ID")) {
+        push_header(
+            &mut out,
+            "Message-ID",
+            format!("<{}>", clean_address(new_id)).as_bytes(),
+        );
+    }
+    out.extend_from_slice(b"\r\n");
+    for line in body.unwrap_or(&[]) {
+        push_line(&mut out, line);
     }
     out
 }
@@ -233,6 +294,13 @@ fn write_trace(out: &mut Vec<u8>, decision: &Decision, opts: &EmitOptions<'_>) {
         if let Some(value) = value {
             push_header(out, name, &unstructured(value));
         }
+    }
+    if let Some(note) = &decision.personal.moved {
+        push_header(out, MOVED_HEADER, &unstructured(note));
+    }
+    let member_mail = decision.rule.as_ref().is_some_and(|r| r.is_member_mail());
+    if let (true, Some(author)) = (member_mail, decision.sender.as_deref()) {
+        push_header(out, REPLY_BY_HEADER, &unstructured(&clean_address(author)));
     }
     push_header(
         out,
@@ -606,6 +674,7 @@ mod tests {
             recipients: vec!["ana@vendor.example".into()],
             message_id: Some("a1@sunnyvale.example".into()),
             subject: Some("printer".into()),
+            personal: crate::engine::Personal::default(),
         }
     }
 
@@ -950,6 +1019,7 @@ mod tests {
             recipients: vec![],
             message_id: None,
             subject: None,
+            personal: crate::engine::Personal::default(),
         };
         let out = emit(MAIL.as_bytes(), &d, FromMode::Rewrite);
         let fields = header_fields(&out);

@@ -2,7 +2,9 @@
 //! `127.0.0.1:9187` unless told otherwise), served with axum:
 //!
 //! - `/metrics`: the daemon's [`Metrics`] in the Prometheus text format
-//!   (OpenMetrics), plus the held messages counted from the journal;
+//!   (OpenMetrics), plus the held messages, the first-response median and
+//!   90th percentile per pod and the threads waiting, read from the
+//!   journal;
 //! - `/healthz`: `200 ok` when the inbox is connected, its last wake-up is
 //!   recent and the relay answered its last check; else `503` and the
 //!   reason, as plain text;
@@ -101,6 +103,26 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     match held {
         Ok(n) => shared.metrics.set_held(n),
         Err(e) => tracing::warn!(error = %e, "cannot count held messages for /metrics"),
+    }
+    let pods: Vec<String> = shared
+        .metrics
+        .table_state()
+        .config
+        .pods
+        .keys()
+        .cloned()
+        .collect();
+    let since = std::time::SystemTime::now() - metrics::RESPONSE_WINDOW;
+    let since = humantime::format_rfc3339_millis(since).to_string();
+    let responses = read_journal(shared.state_dir.clone(), move |r| {
+        let answered = r.first_responses(&since)?;
+        let waiting = r.waiting_threads()?;
+        Ok(crate::ops::stats::responses(&pods, &answered, &waiting))
+    })
+    .await;
+    match responses {
+        Ok(r) => shared.metrics.set_responses(&r),
+        Err(e) => tracing::warn!(error = %e, "cannot read first responses for /metrics"),
     }
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

@@ -54,15 +54,35 @@
 //! person moves back into the inbox is handled afresh: that is how held
 //! mail is retried after the table is fixed. A relayed message moved back
 //! is not relayed again.
+//!
+//! # Threads, responses and acknowledgements
+//!
+//! Table `threads` has one row per conversation a client opened: the
+//! Message-ID that opened it (`root`), its pod, client and sender, when
+//! the client's message arrived (`opened_at`), the first reply by a pod
+//! member (`first_response_at`, `first_response_ms`, `responder`) and the
+//! escalation (`escalated_at`). Table `thread_ids` maps every Message-ID
+//! that leads to a thread (the relayed messages', their In-Reply-To and
+//! References, members' replies, acknowledgements, escalated copies) to
+//! it, keyed by Message-ID, so a reply is placed with one index probe per
+//! id. A relayed message's thread is written in the same transaction as
+//! its `relayed` state ([`Journal::record_relayed_linked`]), so a thread
+//! never names a message that was not relayed, and a relayed message is
+//! never without its thread. Table `acks` remembers when each address last
+//! got an acknowledgement.
+//!
+//! The new tables are created with `IF NOT EXISTS` at every open, so a
+//! journal written by an older podrouter gains them on its first start;
+//! its old messages simply belong to no thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
-use crate::engine::Decision;
+use crate::engine::{Decision, ThreadRef};
 
 /// The journal's file name inside the state directory.
 pub const FILE_NAME: &str = "journal.sqlite3";
@@ -101,6 +121,31 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_copy
     ON messages (mailbox, uidvalidity, uid, content_hash);
 CREATE INDEX IF NOT EXISTS messages_hash ON messages (content_hash);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
+CREATE TABLE IF NOT EXISTS threads (
+    id                INTEGER PRIMARY KEY,
+    root              TEXT    NOT NULL UNIQUE,
+    pod               TEXT    NOT NULL,
+    client            TEXT,
+    sender            TEXT,
+    subject           TEXT,
+    opened_row        INTEGER REFERENCES messages (id),
+    opened_at         TEXT    NOT NULL,
+    first_response_at TEXT,
+    first_response_ms INTEGER,
+    responder         TEXT,
+    escalated_at      TEXT
+);
+CREATE INDEX IF NOT EXISTS threads_waiting ON threads (first_response_at, escalated_at);
+CREATE TABLE IF NOT EXISTS thread_ids (
+    message_id TEXT    PRIMARY KEY,
+    thread     INTEGER NOT NULL REFERENCES threads (id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS acks (
+    address    TEXT PRIMARY KEY,
+    sent_at    TEXT NOT NULL,
+    pod        TEXT,
+    message_id TEXT
+) WITHOUT ROWID;
 ";
 
 /// The separator of the address lists in `recipients` and `accepted`.
@@ -173,6 +218,45 @@ pub enum Seen {
         /// The other copy's row.
         of: RowId,
     },
+}
+
+/// What a relayed message adds to the threads (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadLink {
+    /// The known thread; `None` opens a new one rooted at `message_id`
+    /// (for a client's message; a member's mail opens none).
+    pub thread: Option<i64>,
+    /// The message's own Message-ID.
+    pub message_id: String,
+    /// Its In-Reply-To and References.
+    pub references: Vec<String>,
+    /// The pod it went to; a client's message moves the thread there.
+    pub pod: String,
+    /// The client, when known.
+    pub client: Option<String>,
+    /// The sender.
+    pub sender: Option<String>,
+    /// The subject.
+    pub subject: Option<String>,
+    /// A client wrote it (it may open a thread), not a pod member.
+    pub from_client: bool,
+}
+
+/// A thread waiting for its first reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// The thread's key.
+    pub id: i64,
+    /// The Message-ID that opened it.
+    pub root: String,
+    /// Its pod.
+    pub pod: String,
+    /// The client's address.
+    pub sender: Option<String>,
+    /// The subject.
+    pub subject: Option<String>,
+    /// When the client's message arrived.
+    pub opened_at: SystemTime,
 }
 
 /// The SQLite journal; safe to share between the tasks of the daemon.
@@ -602,6 +686,245 @@ impl Journal {
         Ok(())
     }
 
+    /// [`Journal::record_relayed`], and in the same transaction the
+    /// message's place in its thread. Returns the thread, when it has one.
+    pub fn record_relayed_linked(
+        &self,
+        id: RowId,
+        accepted: &[String],
+        refused: &[(String, String)],
+        reply: &str,
+        link: Option<&ThreadLink>,
+    ) -> Result<Option<i64>, JournalError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE messages SET state = 'relayed', accepted = ?2, refused = ?3, \
+             smtp_reply = ?4, last_error = NULL, relayed_at = ?5, attempts = attempts + 1 \
+             WHERE id = ?1",
+            params![
+                id,
+                accepted.join(LIST_SEP),
+                join_refused(refused),
+                reply,
+                now()
+            ],
+        )?;
+        let thread = match link {
+            Some(link) => Self::link_in(&tx, id, link)?,
+            None => None,
+        };
+        tx.commit()?;
+        Ok(thread)
+    }
+
+    /// Places a message in its thread, opening one for a client's message
+    /// that answers none.
+    fn link_in(
+        tx: &Transaction<'_>,
+        row: RowId,
+        link: &ThreadLink,
+    ) -> rusqlite::Result<Option<i64>> {
+        let thread = match link.thread {
+            Some(t) if link.from_client => {
+                // A client's message (re)places the thread with its pod.
+                tx.execute(
+                    "UPDATE threads SET pod = ?2 WHERE id = ?1",
+                    params![t, link.pod],
+                )?;
+                t
+            }
+            Some(t) => t,
+            None if link.from_client => {
+                tx.execute(
+                    "INSERT INTO threads (root, pod, client, sender, subject, opened_row, opened_at) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, id, first_seen FROM messages WHERE id = ?6 \
+                     ON CONFLICT (root) DO NOTHING",
+                    params![
+                        link.message_id,
+                        link.pod,
+                        link.client,
+                        link.sender,
+                        link.subject,
+                        row
+                    ],
+                )?;
+                tx.query_row(
+                    "SELECT id FROM threads WHERE root = ?1",
+                    [&link.message_id],
+                    |r| r.get(0),
+                )?
+            }
+            None => return Ok(None),
+        };
+        let ids = std::iter::once(&link.message_id).chain(&link.references);
+        Self::link_ids_in(tx, thread, ids)?;
+        Ok(Some(thread))
+    }
+
+    fn link_ids_in<'a>(
+        tx: &Transaction<'_>,
+        thread: i64,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> rusqlite::Result<()> {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO thread_ids (message_id, thread) VALUES (?1, ?2) \
+             ON CONFLICT (message_id) DO NOTHING",
+        )?;
+        for id in ids {
+            if !id.is_empty() {
+                stmt.execute(params![id, thread])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds Message-IDs (an acknowledgement's, an escalated copy's) to a
+    /// thread.
+    pub fn link_ids(&self, thread: i64, ids: &[String]) -> Result<(), JournalError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        Self::link_ids_in(&tx, thread, ids)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The thread one of these Message-IDs leads to; the first that leads
+    /// anywhere wins.
+    pub fn find_thread(&self, ids: &[String]) -> Result<Option<ThreadRef>, JournalError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.id, t.root, t.pod, t.client FROM thread_ids i \
+             JOIN threads t ON t.id = i.thread WHERE i.message_id = ?1",
+        )?;
+        for id in ids {
+            let found = stmt
+                .query_row([id], |r| {
+                    Ok(ThreadRef {
+                        id: r.get(0)?,
+                        root: r.get(1)?,
+                        pod: r.get(2)?,
+                        client: r.get(3)?,
+                    })
+                })
+                .optional()?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a pod member's reply in a thread. Returns the time from
+    /// the client's message to this reply when it is the thread's first.
+    pub fn record_response(
+        &self,
+        thread: i64,
+        responder: &str,
+        message_id: Option<&str>,
+    ) -> Result<Option<Duration>, JournalError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if let Some(id) = message_id {
+            Self::link_ids_in(&tx, thread, [&id.to_owned()])?;
+        }
+        let opened: Option<String> = tx
+            .query_row(
+                "SELECT opened_at FROM threads WHERE id = ?1 AND first_response_at IS NULL",
+                [thread],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(opened) = opened else {
+            tx.commit()?;
+            return Ok(None);
+        };
+        let at = SystemTime::now();
+        let waited = humantime::parse_rfc3339(&opened)
+            .ok()
+            .and_then(|o| at.duration_since(o).ok())
+            .unwrap_or_default();
+        tx.execute(
+            "UPDATE threads SET first_response_at = ?2, first_response_ms = ?3, responder = ?4 \
+             WHERE id = ?1",
+            params![
+                thread,
+                humantime::format_rfc3339_millis(at).to_string(),
+                waited.as_millis() as i64,
+                responder
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Some(waited))
+    }
+
+    /// Claims the acknowledgement for `address`: true, and the time
+    /// recorded, unless it had one less than `interval` ago. Claimed
+    /// before sending, so a failed send is not retried.
+    pub fn claim_ack(
+        &self,
+        address: &str,
+        interval: Duration,
+        pod: &str,
+        message_id: &str,
+    ) -> Result<bool, JournalError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: Option<String> = tx
+            .query_row(
+                "SELECT sent_at FROM acks WHERE address = ?1",
+                [address],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let now_t = SystemTime::now();
+        let recent = last
+            .and_then(|l| humantime::parse_rfc3339(&l).ok())
+            .is_some_and(|l| now_t.duration_since(l).unwrap_or_default() < interval);
+        if recent {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO acks (address, sent_at, pod, message_id) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (address) DO UPDATE SET sent_at = ?2, pod = ?3, message_id = ?4",
+            params![address, now(), pod, message_id],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Threads with no reply yet and not escalated.
+    pub fn waiting_threads(&self) -> Result<Vec<Waiting>, JournalError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, root, pod, sender, subject, opened_at FROM threads \
+             WHERE first_response_at IS NULL AND escalated_at IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let opened: String = r.get(5)?;
+            Ok(Waiting {
+                id: r.get(0)?,
+                root: r.get(1)?,
+                pod: r.get(2)?,
+                sender: r.get(3)?,
+                subject: r.get(4)?,
+                opened_at: humantime::parse_rfc3339(&opened).unwrap_or(SystemTime::UNIX_EPOCH),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a thread escalated (`escalated = true`) before its copy is
+    /// sent, or takes the mark back after a temporary failure.
+    pub fn mark_escalated(&self, thread: i64, escalated: bool) -> Result<(), JournalError> {
+        let at = escalated.then(now);
+        self.lock().execute(
+            "UPDATE threads SET escalated_at = ?2 WHERE id = ?1",
+            params![thread, at],
+        )?;
+        Ok(())
+    }
+
     /// Records a temporary failure; the message stays open for a retry.
     pub fn record_deferred(&self, id: RowId, error: &str) -> Result<(), JournalError> {
         self.lock().execute(
@@ -676,6 +999,7 @@ mod tests {
             ],
             message_id: message_id.map(str::to_owned),
             subject: Some("Printer".to_owned()),
+            personal: crate::engine::Personal::default(),
         }
     }
 
@@ -1025,5 +1349,120 @@ mod tests {
             Some("ben@vendor.example: 550 5.1.1 unknown")
         );
         assert_eq!(column(&j, id, "state").as_deref(), Some("relayed"));
+    }
+    fn link(message_id: &str, refs: &[&str], thread: Option<i64>, from_client: bool) -> ThreadLink {
+        ThreadLink {
+            thread,
+            message_id: message_id.to_owned(),
+            references: refs.iter().map(|r| r.to_string()).collect(),
+            pod: "alberta".to_owned(),
+            client: Some("sunnyvale".to_owned()),
+            sender: Some("clerk@sunnyvale.example".to_owned()),
+            subject: Some("Printer".to_owned()),
+            from_client,
+        }
+    }
+
+    #[test]
+    fn a_relayed_message_opens_a_thread_its_replies_find() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let d = decision(Some("root@x"), "clerk@sunnyvale.example");
+        let hash = content_hash(b"raw");
+        let id = open_id(&j.observe(&sighting(7, 1, &hash, &d), |_| true).unwrap());
+        let l = link("root@x", &["older@x"], None, true);
+        let thread = j
+            .record_relayed_linked(id, &d.recipients, &[], "250 ok", Some(&l))
+            .unwrap()
+            .unwrap();
+        assert_eq!(column(&j, id, "state").as_deref(), Some("relayed"));
+        for ids in [
+            vec!["nope@x".to_owned(), "root@x".to_owned()],
+            vec!["older@x".to_owned()],
+        ] {
+            let found = j.find_thread(&ids).unwrap().unwrap();
+            assert_eq!(
+                (found.id, found.root.as_str(), found.pod.as_str()),
+                (thread, "root@x", "alberta")
+            );
+        }
+        assert!(j.find_thread(&["nope@x".to_owned()]).unwrap().is_none());
+        assert_eq!(j.waiting_threads().unwrap().len(), 1);
+
+        // The first reply is the first response; a second one is not.
+        let first = j
+            .record_response(thread, "ana@vendor.example", Some("reply@x"))
+            .unwrap();
+        assert!(first.is_some());
+        assert!(j
+            .record_response(thread, "ben@vendor.example", None)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            j.find_thread(&["reply@x".to_owned()]).unwrap().unwrap().id,
+            thread
+        );
+        assert!(j.waiting_threads().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_escalation_mark_takes_a_thread_off_the_waiting_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let d = decision(Some("root@x"), "clerk@sunnyvale.example");
+        let hash = content_hash(b"raw");
+        let id = open_id(&j.observe(&sighting(7, 1, &hash, &d), |_| true).unwrap());
+        let l = link("root@x", &[], None, true);
+        let t = j
+            .record_relayed_linked(id, &[], &[], "250", Some(&l))
+            .unwrap()
+            .unwrap();
+        j.mark_escalated(t, true).unwrap();
+        assert!(j.waiting_threads().unwrap().is_empty());
+        j.mark_escalated(t, false).unwrap();
+        assert_eq!(j.waiting_threads().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_ack_is_claimed_once_per_interval_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(86400);
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(j.claim_ack("clerk@x", day, "alberta", "a1@x").unwrap());
+        assert!(!j.claim_ack("clerk@x", day, "alberta", "a2@x").unwrap());
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(!j.claim_ack("clerk@x", day, "alberta", "a3@x").unwrap());
+        assert!(j.claim_ack("other@x", day, "alberta", "a4@x").unwrap());
+        assert!(j
+            .claim_ack("clerk@x", Duration::ZERO, "alberta", "a5@x")
+            .unwrap());
+    }
+
+    #[test]
+    fn an_old_journal_gains_the_thread_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_schema = SCHEMA
+            .split("CREATE TABLE IF NOT EXISTS threads")
+            .next()
+            .unwrap();
+        {
+            let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            conn.execute_batch(old_schema).unwrap();
+            conn.execute(
+                "INSERT INTO messages (mailbox, uidvalidity, uid, content_hash, action, reason, \
+                 state, first_seen) VALUES ('m', 1, 1, 'h', 'relay', 'r', 'filed', 'now')",
+                [],
+            )
+            .unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(j.waiting_threads().unwrap().is_empty());
+        assert!(j.find_thread(&["x@y".to_owned()]).unwrap().is_none());
+        let rows: i64 = j
+            .lock()
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
     }
 }

@@ -19,6 +19,8 @@
 //!   written by people.
 //! - [`engine`]: puts the stages together into one [`engine::Decision`] per
 //!   message.
+//! - [`ack`]: the acknowledgement that tells a client who will help.
+//! - [`escalation`]: when an unanswered thread is due, on business hours.
 //! - [`storm`]: holds a sender's mail past `routing.storm_limit` within
 //!   `routing.storm_window` (auto-responder storms).
 //! - [`emit`]: builds the exact bytes relayed to a pod.
@@ -32,6 +34,7 @@
 //! - [`cli`]: the `podrouter` subcommands.
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod address;
 pub mod calls;
 pub mod classify;
@@ -40,6 +43,7 @@ pub mod config;
 pub mod daemon;
 pub mod emit;
 pub mod engine;
+pub mod escalation;
 pub mod http;
 pub mod inbox;
 pub mod journal;

@@ -45,6 +45,24 @@ struct Kind {
     kind: &'static str,
 }
 
+/// Labels of `podrouter_first_response_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PodQuantile {
+    pod: String,
+    /// `0.5` (median) or `0.9`.
+    quantile: &'static str,
+}
+
+/// A `pod` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PodLabel {
+    pod: String,
+}
+
+/// How far back `/metrics` looks for first responses: threads opened in
+/// the last 28 days.
+pub const RESPONSE_WINDOW: Duration = Duration::from_secs(28 * 86400);
+
 /// A `result` label: `success` or `failure`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
@@ -71,6 +89,11 @@ pub struct Metrics {
     retry_waiting: Gauge,
     /// Messages the journal filed in the hold folder; set at each scrape.
     held: Gauge,
+    /// First-response time per pod (median and 90th percentile) of the
+    /// threads opened within [`RESPONSE_WINDOW`]; set at each scrape.
+    first_response: Family<PodQuantile, Gauge<f64, AtomicU64>>,
+    /// Threads waiting for a first reply, per pod; set at each scrape.
+    threads_waiting: Family<PodLabel, Gauge>,
     /// Unix time of the last successful poll or IDLE wake-up.
     last_wake: Gauge<f64, AtomicU64>,
     /// Whether the inbox connection is up (1) or not (0).
@@ -166,6 +189,19 @@ impl Metrics {
             "Messages filed in the hold folder and not released since",
             held.clone(),
         );
+        let first_response = Family::<PodQuantile, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "first_response",
+            "First-response time of threads opened in the last 28 days, by pod and quantile",
+            Unit::Seconds,
+            first_response.clone(),
+        );
+        let threads_waiting = Family::<PodLabel, Gauge>::default();
+        registry.register(
+            "threads_waiting",
+            "Threads waiting for a first reply from their pod",
+            threads_waiting.clone(),
+        );
         let last_wake = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "last_wake_timestamp_seconds",
@@ -212,6 +248,8 @@ impl Metrics {
             retries,
             retry_waiting,
             held,
+            first_response,
+            threads_waiting,
             last_wake,
             inbox_up,
             relay_up,
@@ -332,6 +370,30 @@ impl Metrics {
     /// How many messages wait in the hold folder (read from the journal).
     pub fn set_held(&self, held: usize) {
         self.held.set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// First-response times and waiting threads per pod (read from the
+    /// journal). A pod with no answered thread has no quantiles.
+    pub fn set_responses(&self, pods: &[crate::ops::stats::PodResponses]) {
+        self.first_response.clear();
+        self.threads_waiting.clear();
+        for p in pods {
+            let quantiles = [("0.5", p.median_ms), ("0.9", p.p90_ms)];
+            for (quantile, ms) in quantiles {
+                if let Some(ms) = ms {
+                    let labels = PodQuantile {
+                        pod: p.pod.clone(),
+                        quantile,
+                    };
+                    self.first_response
+                        .get_or_create(&labels)
+                        .set(ms as f64 / 1000.0);
+                }
+            }
+            self.threads_waiting
+                .get_or_create(&PodLabel { pod: p.pod.clone() })
+                .set(i64::try_from(p.waiting).unwrap_or(i64::MAX));
+        }
     }
 
     // --------------------------------------------------------------- inbox

@@ -18,8 +18,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use crate::engine::ThreadRef;
 use crate::journal::FILE_NAME;
 
 pub mod hold;
@@ -93,6 +94,34 @@ impl Reader {
     /// The connection.
     fn conn(&self) -> &Connection {
         self.conn.as_ref().expect("open until dropped")
+    }
+
+    /// The thread one of these Message-IDs leads to, read-only (for
+    /// `route --state-dir`, which must not write the daemon's journal).
+    pub fn find_thread(&self, ids: &[String]) -> Result<Option<ThreadRef>, OpsError> {
+        if !self.has_threads()? {
+            return Ok(None);
+        }
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT t.id, t.root, t.pod, t.client FROM thread_ids i \
+             JOIN threads t ON t.id = i.thread WHERE i.message_id = ?1",
+        )?;
+        for id in ids {
+            let found = stmt
+                .query_row([id], |r| {
+                    Ok(ThreadRef {
+                        id: r.get(0)?,
+                        root: r.get(1)?,
+                        pod: r.get(2)?,
+                        client: r.get(3)?,
+                    })
+                })
+                .optional()?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// Rows matching `filter` (`WHERE` text with `?N` placeholders),

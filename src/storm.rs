@@ -387,6 +387,7 @@ mod tests {
             recipients: vec!["ana@v.example".into()],
             message_id: None,
             subject: None,
+            personal: crate::engine::Personal::default(),
         };
         let first = limit(&mut s, "a", t(0), relay.clone());
         assert_eq!(first.action, Action::Relay);
@@ -421,6 +422,7 @@ mod tests {
                 recipients: vec!["ana@v.example".into()],
                 message_id: None,
                 subject: None,
+                personal: crate::engine::Personal::default(),
             };
             let s = Sighting {
                 mailbox: "support@localhost/INBOX",

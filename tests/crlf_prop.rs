@@ -52,6 +52,7 @@ fn decision() -> impl Strategy<Value = Decision> {
             recipients: vec!["ana@vendor.example".into()],
             message_id: None,
             subject: None,
+            personal: podrouter::engine::Personal::default(),
         })
 }
 
@@ -101,6 +102,7 @@ proptest! {
             recipients: vec![],
             message_id: None,
             subject: None,
+            personal: podrouter::engine::Personal::default(),
         };
         for from_mode in [FromMode::Keep, FromMode::Rewrite] {
             let opts = EmitOptions {

@@ -177,11 +177,16 @@ pub(super) fn show_stats(args: &StatsArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let s = stats::Stats::new(weeks, &table_pods, &counts);
     let movable = if config.is_some() {
-        table_pods
+        table_pods.clone()
     } else {
         s.pods.clone()
     };
-    stats::write_stats(&mut std::io::stdout().lock(), &s, &movable)?;
+    let mut out = std::io::stdout().lock();
+    stats::write_stats(&mut out, &s, &movable)?;
+    let answered = reader.first_responses(&s.weeks[0])?;
+    let waiting = reader.waiting_threads()?;
+    let responses = stats::responses(&table_pods, &answered, &waiting);
+    stats::write_responses(&mut out, &responses, &waiting)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -87,6 +87,7 @@ pub struct Routing {
     pub default_region: Option<Spanned<String>>,
     pub storm_limit: Option<usize>,
     pub storm_window: Option<Spanned<String>>,
+    pub ack_interval: Option<Spanned<String>>,
 }
 
 /// `[pods.KEY]`.
@@ -96,6 +97,13 @@ pub struct Pod {
     pub name: Option<String>,
     pub members: Spanned<Vec<Spanned<String>>>,
     pub phone: Option<Spanned<String>>,
+    pub ack: Option<bool>,
+    pub ack_template: Option<Spanned<String>>,
+    pub ack_interval: Option<Spanned<String>>,
+    pub respond_within: Option<Spanned<String>>,
+    pub business_hours: Option<Spanned<String>>,
+    pub time_zone: Option<Spanned<String>>,
+    pub escalate_to: Option<Spanned<String>>,
 }
 
 /// `[voicemail]`.
@@ -169,11 +177,23 @@ impl Keys for Routing {
         "default_region",
         "storm_limit",
         "storm_window",
+        "ack_interval",
     ];
 }
 
 impl Keys for Pod {
-    const KEYS: &'static [&'static str] = &["name", "members", "phone"];
+    const KEYS: &'static [&'static str] = &[
+        "name",
+        "members",
+        "phone",
+        "ack",
+        "ack_template",
+        "ack_interval",
+        "respond_within",
+        "business_hours",
+        "time_zone",
+        "escalate_to",
+    ];
 }
 
 impl Keys for Voicemail {

@@ -16,7 +16,8 @@ use toml::Spanned;
 use super::raw;
 use super::{
     Client, Config, ConfigError, DaemonConfig, FromMode, HttpConfig, InboxConfig, Member, Pod,
-    Problem, RelayConfig, Secret, Server, StormConfig, TlsMode, VoicemailConfig, VoicemailField,
+    Problem, RelayConfig, Respond, Secret, Server, StormConfig, TlsMode, VoicemailConfig,
+    VoicemailField,
 };
 use crate::address::{normalize_address, normalize_domain, split_mailbox};
 use crate::phone;
@@ -24,6 +25,9 @@ use crate::route::{Claimed, RoutingTable};
 
 /// Where the journal lives when `[daemon] state_dir` is not set.
 const DEFAULT_STATE_DIR: &str = "/var/lib/podrouter";
+
+/// `ack_interval` when neither the pod nor `[routing]` sets one.
+const DEFAULT_ACK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// How many SMTP connections the relay opens when not told.
 const DEFAULT_CONNECTIONS: usize = 4;
@@ -230,7 +234,13 @@ impl Validator<'_> {
                 }
             }
         });
-        let pods = self.pods(s.pods, default_region.as_deref());
+        let ack_interval = s
+            .routing
+            .ack_interval
+            .as_ref()
+            .and_then(|d| self.duration(d))
+            .unwrap_or(DEFAULT_ACK_INTERVAL);
+        let pods = self.pods(s.pods, default_region.as_deref(), ack_interval);
         let voicemail = s.voicemail.map(|v| self.voicemail(v));
         let default_pod = s.routing.default_pod.and_then(|p| {
             let known = pods.contains_key(p.get_ref());
@@ -269,6 +279,7 @@ impl Validator<'_> {
             default_region,
             storm,
             voicemail,
+            ack_interval,
             pods,
             clients,
             table,
@@ -507,7 +518,12 @@ impl Validator<'_> {
         }
     }
 
-    fn pods(&mut self, raw: Vec<Keyed<raw::Pod>>, region: Option<&str>) -> BTreeMap<String, Pod> {
+    fn pods(
+        &mut self,
+        raw: Vec<Keyed<raw::Pod>>,
+        region: Option<&str>,
+        ack_interval: Duration,
+    ) -> BTreeMap<String, Pod> {
         let mut pods = BTreeMap::new();
         for Keyed {
             key,
@@ -516,6 +532,7 @@ impl Validator<'_> {
             ..
         } in raw
         {
+            let respond = self.respond(&key, key_span.clone(), &pod);
             let members = self.members(&key, pod.members);
             let name = pod.name.unwrap_or_else(|| key.clone());
             if name.chars().any(char::is_control) {
@@ -529,6 +546,20 @@ impl Validator<'_> {
                     .map_err(|e| self.problem(p.span(), format!("pod {key:?}: phone {e}")))
                     .ok()
             });
+            let ack_template = match pod.ack_template {
+                Some(t) => {
+                    if let Err(e) = crate::ack::check_template(t.get_ref()) {
+                        self.problem(t.span(), format!("pod {key:?}: ack_template {e}"));
+                    }
+                    t.into_inner()
+                }
+                None => crate::ack::DEFAULT_TEMPLATE.to_owned(),
+            };
+            let ack_interval = pod
+                .ack_interval
+                .as_ref()
+                .and_then(|d| self.duration(d))
+                .unwrap_or(ack_interval);
             pods.insert(
                 key.clone(),
                 Pod {
@@ -536,10 +567,61 @@ impl Validator<'_> {
                     name,
                     members,
                     phone,
+                    ack: pod.ack.unwrap_or(false),
+                    ack_template,
+                    ack_interval,
+                    respond,
                 },
             );
         }
         pods
+    }
+
+    /// A pod's `respond_within`, `business_hours`, `time_zone` and
+    /// `escalate_to`.
+    fn respond(&mut self, key: &str, key_span: Range<usize>, pod: &raw::Pod) -> Option<Respond> {
+        let hours = pod.business_hours.as_ref().and_then(|h| {
+            crate::escalation::BusinessHours::parse(h.get_ref())
+                .map_err(|e| self.problem(h.span(), format!("pod {key:?}: business_hours {e}")))
+                .ok()
+        });
+        let time_zone = pod.time_zone.as_ref().and_then(|z| {
+            crate::escalation::time_zone(z.get_ref())
+                .map_err(|e| {
+                    let msg = format!(
+                        "pod {key:?}: time_zone {:?} is not a time zone like \"America/Edmonton\": {e}",
+                        z.get_ref()
+                    );
+                    self.problem(z.span(), msg)
+                })
+                .ok()
+        });
+        let escalate_to = pod.escalate_to.as_ref().and_then(|a| {
+            normalize_address(a.get_ref())
+                .map_err(|e| self.problem(a.span(), format!("pod {key:?}: escalate_to {e}")))
+                .ok()
+        });
+        let Some(within) = pod.respond_within.as_ref() else {
+            let stray = pod.business_hours.is_some()
+                || pod.time_zone.is_some()
+                || pod.escalate_to.is_some();
+            if stray {
+                self.problem(
+                    key_span,
+                    format!(
+                        "pod {key:?}: business_hours, time_zone and escalate_to need respond_within"
+                    ),
+                );
+            }
+            return None;
+        };
+        let within = self.duration(within)?;
+        Some(Respond {
+            within,
+            hours,
+            time_zone: time_zone.unwrap_or(jiff::tz::TimeZone::UTC),
+            escalate_to,
+        })
     }
 
     fn members(&mut self, pod: &str, members: Spanned<Vec<Spanned<String>>>) -> Vec<Member> {

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tracing::Instrument;
 
+use super::threads::FollowUp;
 use super::{Daemon, Trouble, CRASH_HOOK, TWIN_DELAY};
 use crate::config::Config;
 use crate::emit::{self, EmitOptions};
-use crate::engine::{self, Action, Decision};
+use crate::engine::{self, Action, Decision, Rule, ThreadLookup};
 use crate::inbox::Inbox;
-use crate::journal::{self, Journal, JournalError, RowId, Seen, Sighting};
+use crate::journal::{self, Journal, JournalError, RowId, Seen, Sighting, ThreadLink};
 use crate::relay::{Delivery, Relay, RelayError};
 use crate::storm;
 
@@ -57,7 +58,7 @@ impl Daemon {
         for job in jobs {
             match self.plan(job, &config)? {
                 Step::Done(outcome) => outcomes.push(outcome),
-                Step::Send(send) => sends.push(send),
+                Step::Send(send) => sends.push(*send),
             }
         }
 
@@ -119,11 +120,25 @@ impl Daemon {
         messages: Vec<(u32, Vec<u8>)>,
         present: &[u32],
     ) -> Result<Vec<Job>, JournalError> {
+        let threads = |ids: &[String]| match self.journal.find_thread(ids) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look the thread up; routing by the table");
+                None
+            }
+        };
         let decided: Vec<(u32, Vec<u8>, Decision, String)> = messages
             .into_iter()
             .map(|(uid, raw)| {
                 let hash = journal::content_hash(&raw);
-                let decision = storm::apply(config, &self.journal, &hash, decide(config, &raw));
+                let decision = decide(config, &raw, &threads);
+                // A technician answering a lot is not an auto-responder.
+                let member = decision.rule.as_ref().is_some_and(Rule::is_member_mail);
+                let decision = if member {
+                    decision
+                } else {
+                    storm::apply(config, &self.journal, &hash, decision)
+                };
                 (uid, raw, decision, hash)
             })
             .collect();
@@ -193,6 +208,7 @@ impl Daemon {
                 interrupted,
             } => (id, accepted, interrupted),
         };
+        self.note_response(&job.decision)?;
         match job.decision.action {
             Action::Skip => return Ok(file(Some(id), &folders.done, "skip")),
             Action::Hold => return Ok(file(Some(id), &folders.hold, "hold")),
@@ -220,7 +236,7 @@ impl Daemon {
                  so the pod may get it twice"
             );
         }
-        Ok(Step::Send(Outgoing {
+        Ok(Step::Send(Box::new(Outgoing {
             uid: job.uid,
             id,
             bytes: relay_bytes(config, &job.raw, &job.decision),
@@ -228,7 +244,8 @@ impl Daemon {
             remaining,
             summary,
             folders,
-        }))
+            follow: FollowUp::plan(config, &job.decision),
+        })))
     }
 
     /// Relays one sender's messages of the batch one after the other, in
@@ -257,6 +274,7 @@ impl Daemon {
         let id = send.id;
         self.journal.begin_attempts(&[id])?;
         let started = Instant::now();
+        let mut send = send;
         let delivery = relay
             .deliver(&send.bytes, &send.remaining, |rcpt, reply| {
                 self.journal.record_accepted(id, rcpt, reply)
@@ -267,11 +285,26 @@ impl Daemon {
             Delivery::Refused { .. } => self.metrics.relay_refused(),
             Delivery::Deferred { error } => self.metrics.smtp_error(error),
         }
-        self.settle(send, delivery).await
+        let bytes = std::mem::take(&mut send.bytes);
+        let follow = std::mem::take(&mut send.follow);
+        let (outcome, relayed) = self.settle(send, delivery, follow.link.clone()).await?;
+        if let Some(thread) = relayed {
+            // Relayed and recorded: only now the copy for escalation and
+            // the acknowledgement; neither can undo the relay.
+            self.follow_up(follow, thread, bytes, relay).await;
+        }
+        Ok(outcome)
     }
 
-    /// Records a delivery's outcome and says where the message goes.
-    async fn settle(&self, send: Outgoing, delivery: Delivery) -> Result<Outcome, JournalError> {
+    /// Records a delivery's outcome and says where the message goes; with
+    /// `Some(thread)` when the message was relayed (the thread it is in,
+    /// when it has one).
+    async fn settle(
+        &self,
+        send: Outgoing,
+        delivery: Delivery,
+        link: Option<ThreadLink>,
+    ) -> Result<(Outcome, Option<Option<i64>>), JournalError> {
         let Outgoing {
             uid,
             id,
@@ -294,13 +327,13 @@ impl Daemon {
                 let reply = error.reply();
                 self.write(move |j| j.record_deferred(id, &reply)).await?;
                 let setup = error.is_setup_problem();
-                return Ok(Outcome::Retry { uid, error, setup });
+                return Ok((Outcome::Retry { uid, error, setup }, None));
             }
             Delivery::Refused { refused, reply } if accepted.is_empty() => {
                 tracing::error!(%reply, "relay refused the message for every recipient; held");
                 let (r, t) = (refused.clone(), reply.clone());
                 self.write(move |j| j.record_refused(id, &r, &t)).await?;
-                return Ok(file(folders.hold, "hold"));
+                return Ok((file(folders.hold, "hold"), None));
             }
             Delivery::Refused { refused, reply } => (Vec::new(), refused, reply),
             Delivery::Accepted {
@@ -316,12 +349,16 @@ impl Daemon {
             accepted: accepted.clone(),
             refused: refused.clone(),
             reply,
+            link,
         };
         let record = done.clone();
-        if let Err(e) = self.write(move |j| record.write(j)).await {
-            self.lock_unrecorded().push(done);
-            return Err(e);
-        }
+        let thread = match self.write(move |j| record.write(j)).await {
+            Ok(thread) => thread,
+            Err(e) => {
+                self.lock_unrecorded().push(done);
+                return Err(e);
+            }
+        };
         if self.crash_after_relay {
             tracing::warn!("{CRASH_HOOK} is set: aborting after the relay, before the move");
             std::process::abort();
@@ -334,7 +371,7 @@ impl Daemon {
                 "relay refused some recipients; the others have it"
             );
         }
-        Ok(file(folders.done, "relay"))
+        Ok((file(folders.done, "relay"), Some(thread)))
     }
 
     /// Writes the relays the journal missed, before anything else happens.
@@ -365,10 +402,10 @@ impl Daemon {
 
     /// Runs a journal write on the blocking pool, so the fsync does not
     /// stall the relays in flight.
-    async fn write(
+    async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Journal) -> Result<(), JournalError> + Send + 'static,
-    ) -> Result<(), JournalError> {
+        f: impl FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
         let journal = Arc::clone(&self.journal);
         tokio::task::spawn_blocking(move || f(&journal))
             .await
@@ -467,8 +504,9 @@ fn message_span(uid: u32, message_id: &str) -> tracing::Span {
 
 /// The engine's decision; a panic in it holds the message instead of
 /// taking the daemon down in a crash loop.
-fn decide(config: &Config, raw: &[u8]) -> Decision {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| engine::decide(config, raw))) {
+fn decide(config: &Config, raw: &[u8], threads: &dyn ThreadLookup) -> Decision {
+    let decided = AssertUnwindSafe(|| engine::decide_with(config, raw, threads));
+    match std::panic::catch_unwind(decided) {
         Ok(decision) => decision,
         Err(_) => {
             tracing::error!("the routing engine failed on a message; holding it");
@@ -483,6 +521,7 @@ fn decide(config: &Config, raw: &[u8]) -> Decision {
                 recipients: Vec::new(),
                 message_id: None,
                 subject: None,
+                personal: crate::engine::Personal::default(),
             }
         }
     }
@@ -512,11 +551,19 @@ pub(super) struct Unrecorded {
     accepted: Vec<String>,
     refused: Vec<(String, String)>,
     reply: String,
+    /// Its place in a thread, written in the same transaction.
+    link: Option<ThreadLink>,
 }
 
 impl Unrecorded {
-    fn write(&self, journal: &Journal) -> Result<(), JournalError> {
-        journal.record_relayed(self.id, &self.accepted, &self.refused, &self.reply)
+    fn write(&self, journal: &Journal) -> Result<Option<i64>, JournalError> {
+        journal.record_relayed_linked(
+            self.id,
+            &self.accepted,
+            &self.refused,
+            &self.reply,
+            self.link.as_ref(),
+        )
     }
 }
 
@@ -533,7 +580,7 @@ enum Step {
     /// Nothing to send: file it, or look again later.
     Done(Outcome),
     /// A relay.
-    Send(Outgoing),
+    Send(Box<Outgoing>),
 }
 
 /// A message ready to relay.
@@ -550,6 +597,8 @@ struct Outgoing {
     summary: Summary,
     /// Where it goes afterwards, from the table it was decided with.
     folders: Folders,
+    /// Its thread, the copy kept for escalation, the acknowledgement.
+    follow: FollowUp,
 }
 
 /// `done_folder` and `hold_folder` of a table.

@@ -4,7 +4,9 @@
 //! It shows the health, the table in force (when it was loaded and the
 //! last reload error), each pod with its members and clients, relayed
 //! messages per pod per day over the last [`DAYS`] days (from the
-//! journal), what is held and why, and the last [`RECENT`] decisions.
+//! journal), the first-response median and 90th percentile per pod and
+//! the threads waiting for a first reply, what is held and why, and the
+//! last [`RECENT`] decisions.
 //! Every text from the table or the journal is HTML-escaped; message
 //! bodies are never shown (the journal has none).
 
@@ -14,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Pod;
 use crate::metrics::TableState;
-use crate::ops::stats::DayCount;
+use crate::ops::stats::{self, DayCount, WaitingThread};
 use crate::ops::{log::Filter, show_time, Entry, OpsError, Reader};
 
 /// Days in the chart: 8 weeks.
@@ -45,6 +47,11 @@ pub struct Journal {
     pub recent: Vec<Entry>,
     /// What the journal filed in the hold folder and has not seen since.
     pub held: Vec<Entry>,
+    /// First-response times (pod, milliseconds) of the threads opened
+    /// within `days`.
+    pub answered: Vec<(String, u64)>,
+    /// Threads waiting for a first reply, oldest first.
+    pub waiting: Vec<WaitingThread>,
 }
 
 impl Journal {
@@ -57,11 +64,15 @@ impl Journal {
             ..Filter::default()
         })?;
         let held = r.held(hold_folder, HELD_MAX)?;
+        let answered = r.first_responses(&days[0])?;
+        let waiting = r.waiting_threads()?;
         Ok(Journal {
             days,
             daily,
             recent,
             held,
+            answered,
+            waiting,
         })
     }
 }
@@ -113,6 +124,7 @@ impl Page<'_> {
         match &self.journal {
             Ok(j) => {
                 write_chart(out, j, &pod_keys(self.table, j))?;
+                write_responses(out, self.table, j)?;
                 write_held(out, &j.held)?;
                 write_recent(out, &j.recent)?;
             }
@@ -345,6 +357,53 @@ fn tick_step(peak: u64) -> u64 {
     }
 }
 
+/// First-response times per pod and the threads waiting.
+fn write_responses(out: &mut String, table: &TableState, j: &Journal) -> std::fmt::Result {
+    let pods: Vec<String> = table.config.pods.keys().cloned().collect();
+    let rows = stats::responses(&pods, &j.answered, &j.waiting);
+    writeln!(
+        out,
+        "<section id=\"responses\"><h2>First response</h2>\n\
+         <p>Threads opened in the last {} days; nearest-rank percentiles.</p>\n<table>\n\
+         <tr><th>Pod</th><th>Answered</th><th>Median</th><th>p90</th><th>Waiting</th></tr>",
+        DAYS
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.pod),
+            r.answered,
+            esc(&stats::took(r.median_ms)),
+            esc(&stats::took(r.p90_ms)),
+            r.waiting
+        )?;
+    }
+    writeln!(out, "</table>")?;
+    if j.waiting.is_empty() {
+        return writeln!(out, "<p>No thread waits for a first reply.</p></section>");
+    }
+    writeln!(
+        out,
+        "<h3>Waiting for a first reply ({})</h3>\n<table>\n\
+         <tr><th>Opened (UTC)</th><th>Pod</th><th>Sender</th><th>Subject</th>\
+         <th>Escalated</th></tr>",
+        j.waiting.len()
+    )?;
+    for w in j.waiting.iter().take(RECENT) {
+        writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&show_time(&w.opened_at)),
+            esc(&w.pod),
+            opt(w.sender.as_deref()),
+            opt(w.subject.as_deref()),
+            if w.escalated { "yes" } else { "no" }
+        )?;
+    }
+    writeln!(out, "</table></section>")
+}
+
 /// What is held, and why.
 fn write_held(out: &mut String, held: &[Entry]) -> std::fmt::Result {
     writeln!(
@@ -536,6 +595,14 @@ domains = ["acme.example"]
             days,
             recent: vec![entry("<script>alert(1)</script>", "relay")],
             held: vec![entry("Who am I?", "hold")],
+            answered: vec![("east".into(), 90_000), ("east".into(), 600_000)],
+            waiting: vec![WaitingThread {
+                opened_at: "2026-12-03T09:00:00.000Z".into(),
+                pod: "west".into(),
+                sender: Some("clerk@acme.example".into()),
+                subject: Some("<b>Printer</b>".into()),
+                escalated: false,
+            }],
         };
         let table = table();
         let html = Page {
@@ -553,6 +620,9 @@ domains = ["acme.example"]
         assert!(html.contains("relay did not answer &lt;x&gt;"));
         assert!(html.contains("&lt;bad&gt;"));
         assert!(html.contains("<svg"));
+        assert!(html.contains("<tr><td>east</td><td>2</td><td>1m 30s</td><td>10m</td>"));
+        assert!(html.contains("Waiting for a first reply (1)"));
+        assert!(html.contains("&lt;b&gt;Printer&lt;/b&gt;"));
         assert_eq!(
             html.matches("<rect x=").count(),
             2 + 2,

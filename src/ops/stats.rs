@@ -4,7 +4,9 @@
 //!
 //! Only messages the relay took count (`action = 'relay'` with a relay
 //! time), in the week they arrived; weeks start on Monday, UTC.
-//! Duplicates are not counted: they are recorded as skips.
+//! Duplicates are not counted: they are recorded as skips. Nor are pod
+//! members' own replies and internal mail relayed to their colleagues
+//! (rules `reply` and `internal`): they are the pod's work, not its load.
 //!
 //! The balance hint is greedy: while the shares of the busiest and the
 //! least busy pod differ by more than [`BALANCED_WITHIN`] points, make the
@@ -13,6 +15,12 @@
 //! is nearest half its gap to the least busy), each client at most once.
 //! It stops when no move helps. It weighs message counts only, not the
 //! number of technicians in a pod.
+//!
+//! Then, per pod, the first-response time of the threads opened in those
+//! weeks (from the client's message arriving to the first reply by a pod
+//! member reaching the support inbox): how many were answered, the median
+//! and the 90th percentile (nearest rank), and how many threads wait for
+//! a first reply now; and the waiting threads themselves, oldest first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -42,7 +50,133 @@ pub struct Count {
     pub count: u64,
 }
 
+/// The most waiting threads `stats` lists one by one.
+const WAITING_SHOWN: usize = 20;
+
+/// One thread still waiting for its first reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitingThread {
+    /// When the client's message arrived (RFC 3339).
+    pub opened_at: String,
+    /// The pod that has it.
+    pub pod: String,
+    /// The client's address.
+    pub sender: Option<String>,
+    /// The subject.
+    pub subject: Option<String>,
+    /// Whether it was escalated already.
+    pub escalated: bool,
+}
+
+/// First responses and waiting threads of one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodResponses {
+    /// The pod's key.
+    pub pod: String,
+    /// Threads answered.
+    pub answered: usize,
+    /// Median first-response time, in milliseconds.
+    pub median_ms: Option<u64>,
+    /// 90th percentile, in milliseconds.
+    pub p90_ms: Option<u64>,
+    /// Threads waiting for a first reply now.
+    pub waiting: usize,
+}
+
+/// The nearest-rank percentile `q` (0 to 1) of sorted values.
+pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank.min(sorted.len()) - 1).copied()
+}
+
+/// Per pod: first responses (milliseconds) and the number waiting, in
+/// `pods` order, then any pod only the journal names.
+pub fn responses(
+    pods: &[String],
+    answered: &[(String, u64)],
+    waiting: &[WaitingThread],
+) -> Vec<PodResponses> {
+    let mut all: Vec<String> = pods.to_vec();
+    let named = answered
+        .iter()
+        .map(|(p, _)| p)
+        .chain(waiting.iter().map(|w| &w.pod));
+    for pod in named {
+        if !all.contains(pod) {
+            all.push(pod.clone());
+        }
+    }
+    all.into_iter()
+        .map(|pod| {
+            let mut times: Vec<u64> = answered
+                .iter()
+                .filter(|(p, _)| *p == pod)
+                .map(|(_, ms)| *ms)
+                .collect();
+            times.sort_unstable();
+            PodResponses {
+                answered: times.len(),
+                median_ms: percentile(&times, 0.5),
+                p90_ms: percentile(&times, 0.9),
+                waiting: waiting.iter().filter(|w| w.pod == pod).count(),
+                pod,
+            }
+        })
+        .collect()
+}
+
 impl Reader {
+    /// Whether the journal has the thread tables (a journal written by an
+    /// older podrouter, not opened since, has none).
+    pub(crate) fn has_threads(&self) -> Result<bool, OpsError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'threads'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// First-response times (pod, milliseconds) of threads opened since
+    /// `since` (a date or RFC 3339 time).
+    pub fn first_responses(&self, since: &str) -> Result<Vec<(String, u64)>, OpsError> {
+        if !self.has_threads()? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn().prepare(
+            "SELECT pod, first_response_ms FROM threads \
+             WHERE first_response_ms IS NOT NULL AND opened_at >= ?1",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every thread waiting for its first reply, oldest first.
+    pub fn waiting_threads(&self) -> Result<Vec<WaitingThread>, OpsError> {
+        if !self.has_threads()? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn().prepare(
+            "SELECT opened_at, pod, sender, subject, escalated_at IS NOT NULL FROM threads \
+             WHERE first_response_at IS NULL ORDER BY opened_at, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(WaitingThread {
+                opened_at: r.get(0)?,
+                pod: r.get(1)?,
+                sender: r.get(2)?,
+                subject: r.get(3)?,
+                escalated: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The Mondays of the last `weeks` weeks up to `now` (RFC 3339),
     /// oldest first.
     pub fn week_starts(&self, now: &str, weeks: u32) -> Result<Vec<String>, OpsError> {
@@ -64,6 +198,7 @@ impl Reader {
             "SELECT date(first_seen, '-6 days', 'weekday 1') AS week, pod, client, count(*) \
              FROM messages WHERE action = 'relay' AND relayed_at IS NOT NULL \
              AND pod IS NOT NULL AND first_seen >= ?1 \
+             AND (rule IS NULL OR rule NOT IN ('reply', 'internal')) \
              GROUP BY week, pod, client ORDER BY week, pod, client",
         )?;
         let rows = stmt.query_map([first_week], |r| {
@@ -84,6 +219,7 @@ impl Reader {
             "SELECT date(first_seen) AS day, pod, count(*) \
              FROM messages WHERE action = 'relay' AND relayed_at IS NOT NULL \
              AND pod IS NOT NULL AND first_seen >= ?1 \
+             AND (rule IS NULL OR rule NOT IN ('reply', 'internal')) \
              GROUP BY day, pod ORDER BY day, pod",
         )?;
         let rows = stmt.query_map([first_day], |r| {
@@ -348,6 +484,88 @@ pub fn write_stats(out: &mut impl Write, s: &Stats, movable: &[String]) -> std::
     write_balance(out, s, movable, total)
 }
 
+/// A duration in milliseconds as `1h 5m`, to the second.
+pub fn took(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".to_owned(),
+        Some(ms) if ms < 1000 => format!("{ms}ms"),
+        Some(ms) => {
+            let secs = std::time::Duration::from_secs((ms + 500) / 1000);
+            humantime::format_duration(secs).to_string()
+        }
+    }
+}
+
+/// Writes first-response times per pod and the threads waiting.
+pub fn write_responses(
+    out: &mut impl Write,
+    pods: &[PodResponses],
+    waiting: &[WaitingThread],
+) -> std::io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "first response per pod (threads opened in these weeks; nearest-rank percentiles)"
+    )?;
+    writeln!(
+        out,
+        "  {:<12}  {:>8}  {:>12}  {:>12}  {:>7}",
+        "pod", "answered", "median", "p90", "waiting"
+    )?;
+    for p in pods {
+        writeln!(
+            out,
+            "  {:<12}  {:>8}  {:>12}  {:>12}  {:>7}",
+            p.pod,
+            p.answered,
+            took(p.median_ms),
+            took(p.p90_ms),
+            p.waiting
+        )?;
+    }
+    writeln!(out)?;
+    if waiting.is_empty() {
+        return writeln!(out, "no thread waits for a first response");
+    }
+    writeln!(
+        out,
+        "threads waiting for a first response: {} (oldest first)",
+        waiting.len()
+    )?;
+    writeln!(
+        out,
+        "  {:<19}  {:<12}  {:<32}  {:<9}  SUBJECT",
+        "OPENED (UTC)", "POD", "SENDER", "ESCALATED"
+    )?;
+    for w in waiting.iter().take(WAITING_SHOWN) {
+        let opened: String = w.opened_at.replace('T', " ").chars().take(19).collect();
+        let sender: String = w
+            .sender
+            .as_deref()
+            .unwrap_or("-")
+            .chars()
+            .take(32)
+            .collect();
+        let subject: String = w
+            .subject
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(50)
+            .collect();
+        let escalated = if w.escalated { "yes" } else { "no" };
+        writeln!(
+            out,
+            "  {opened:<19}  {:<12}  {sender:<32}  {escalated:<9}  {subject}",
+            w.pod
+        )?;
+    }
+    if waiting.len() > WAITING_SHOWN {
+        writeln!(out, "  ... and {} more", waiting.len() - WAITING_SHOWN)?;
+    }
+    Ok(())
+}
+
 /// Writes the balance hint.
 fn write_balance(
     out: &mut impl Write,
@@ -397,6 +615,53 @@ mod tests {
 
     fn pods() -> Vec<String> {
         ["alberta", "coast", "prairies"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=10).collect();
+        assert_eq!(percentile(&v, 0.5), Some(5));
+        assert_eq!(percentile(&v, 0.9), Some(9));
+        assert_eq!(percentile(&[7], 0.9), Some(7));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn first_responses_and_waiting_threads_per_pod() {
+        let answered: Vec<(String, u64)> = [
+            ("alberta", 60_000),
+            ("alberta", 3_600_000),
+            ("alberta", 120_000),
+        ]
+        .map(|(p, ms)| (p.to_owned(), ms))
+        .to_vec();
+        let waiting = vec![WaitingThread {
+            opened_at: "2026-12-03T09:14:02.000Z".into(),
+            pod: "coast".into(),
+            sender: Some("parks@rec.sunnyvale.example".into()),
+            subject: Some("Arena kiosk".into()),
+            escalated: true,
+        }];
+        let r = responses(&pods(), &answered, &waiting);
+        assert_eq!(r[0].answered, 3);
+        assert_eq!(r[0].median_ms, Some(120_000));
+        assert_eq!(r[0].p90_ms, Some(3_600_000));
+        assert_eq!(
+            (r[1].pod.as_str(), r[1].waiting, r[1].answered),
+            ("coast", 1, 0)
+        );
+        let mut out = Vec::new();
+        write_responses(&mut out, &r, &waiting).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("alberta              3            2m            1h"),
+            "{text}"
+        );
+        assert!(text.contains("2026-12-03 09:14:02  coast"), "{text}");
+        assert!(
+            text.contains("threads waiting for a first response: 1"),
+            "{text}"
+        );
     }
 
     #[test]

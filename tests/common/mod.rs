@@ -376,6 +376,10 @@ pub struct Table {
     /// `routing.storm_limit`; 0 (off) unless a test is about storms, since
     /// the tests send many messages from one address.
     pub storm_limit: usize,
+    /// Lines added to `[pods.east]` (e.g. `ack = true`).
+    pub east_extra: String,
+    /// Lines added to `[routing]`.
+    pub routing_extra: String,
     /// `[http] enabled`; the endpoint always listens on `127.0.0.1:0`, a
     /// port of its own per daemon ([`Daemon::http_addr`] reads it).
     pub http: bool,
@@ -391,6 +395,8 @@ impl Table {
             poll_interval: "2s",
             extra: String::new(),
             storm_limit: 0,
+            east_extra: String::new(),
+            routing_extra: String::new(),
             http: true,
         }
     }
@@ -424,6 +430,7 @@ connections = 4
 
 [routing]
 storm_limit = {storm_limit}
+{routing_extra}
 
 [http]
 enabled = {http}
@@ -432,6 +439,7 @@ listen = "127.0.0.1:0"
 [pods.east]
 name = "East pod"
 members = ["Ana <{ana}>", "Ben <{ben}>"]
+{east_extra}
 
 [pods.west]
 name = "West pod"
@@ -468,6 +476,8 @@ domains = ["{globex}"]
             globex = users.domain("globex"),
             extra = self.extra,
             storm_limit = self.storm_limit,
+            east_extra = self.east_extra,
+            routing_extra = self.routing_extra,
             http = self.http,
         )
     }
