@@ -78,21 +78,13 @@ pub struct EmitOptions<'a> {
 
 /// Builds the DATA bytes relayed to a pod (before dot-stuffing).
 pub fn relay_bytes(raw: &[u8], decision: &Decision, opts: &EmitOptions<'_>) -> Vec<u8> {
-    let lines = split_lines(raw, LoneCr::Joins);
-    let (head, body) = split_head(&lines);
-    // In the body a lone CR ends a line; in the header block it stays
-    // inside its line (and is written as a space), so it can never start
-    // a header line of its own.
-    let body_start = body.and_then(|b| b.first()).map(|l| offset_in(raw, l));
-    let body_lines = body_start.map(|at| split_lines(&raw[at..], LoneCr::Breaks));
-    let body = body.map(|b| {
-        if b.is_empty() {
-            b
-        } else {
-            body_lines.as_deref().unwrap_or(b)
-        }
-    });
-    let fields = parse_fields(head);
+    // The header block is split once into lines; the body is streamed
+    // line by line, never held as a list (a 50 MB attachment is 700,000
+    // lines). In the body a lone CR ends a line; in the header block it
+    // stays inside its line (and is written as a space), so it can never
+    // start a header line of its own.
+    let (head, body_start) = split_message(raw);
+    let fields = parse_fields(&head);
     let mut out = Vec::with_capacity(raw.len() + 1024);
 
     // Our trace headers first, then the sender's headers.
@@ -103,9 +95,9 @@ pub fn relay_bytes(raw: &[u8], decision: &Decision, opts: &EmitOptions<'_>) -> V
     }
 
     // The body, line by line, each ending in CRLF.
-    if let Some(body) = body {
+    if let Some(at) = body_start {
         out.extend_from_slice(b"\r\n");
-        for line in body {
+        for line in Lines::new(&raw[at..], LoneCr::Breaks) {
             push_line(&mut out, line);
         }
     }
@@ -171,35 +163,74 @@ enum LoneCr {
     Joins,
 }
 
-/// Where `line`, a slice of `raw`, starts in it.
-fn offset_in(raw: &[u8], line: &[u8]) -> usize {
-    line.as_ptr() as usize - raw.as_ptr() as usize
+/// The lines of a byte string, split at CRLF, bare LF and (with
+/// [`LoneCr::Breaks`]) bare CR; a final terminator adds no empty line.
+struct Lines<'b> {
+    raw: &'b [u8],
+    /// Where the next line starts: just past the last terminator.
+    at: usize,
+    lone_cr: LoneCr,
+}
+
+impl<'b> Lines<'b> {
+    fn new(raw: &'b [u8], lone_cr: LoneCr) -> Self {
+        Lines {
+            raw,
+            at: 0,
+            lone_cr,
+        }
+    }
+}
+
+impl<'b> Iterator for Lines<'b> {
+    type Item = &'b [u8];
+
+    fn next(&mut self) -> Option<&'b [u8]> {
+        let start = self.at;
+        if start >= self.raw.len() {
+            return None;
+        }
+        let mut i = start;
+        while let Some(&b) = self.raw.get(i) {
+            let end = match b {
+                b'\n' => i + 1,
+                b'\r' if self.raw.get(i + 1) == Some(&b'\n') => i + 2,
+                b'\r' if self.lone_cr == LoneCr::Breaks => i + 1,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            self.at = end;
+            return Some(&self.raw[start..i]);
+        }
+        self.at = self.raw.len();
+        Some(&self.raw[start..])
+    }
 }
 
 /// Splits at CRLF, bare LF and (with [`LoneCr::Breaks`]) bare CR; a final
 /// terminator adds no empty line.
 fn split_lines(raw: &[u8], lone_cr: LoneCr) -> Vec<&[u8]> {
-    let mut lines = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while let Some(&b) = raw.get(i) {
-        let end = match b {
-            b'\n' => i + 1,
-            b'\r' if raw.get(i + 1) == Some(&b'\n') => i + 2,
-            b'\r' if lone_cr == LoneCr::Breaks => i + 1,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        lines.push(&raw[start..i]);
-        start = end;
-        i = end;
+    Lines::new(raw, lone_cr).collect()
+}
+
+/// The header lines of a message, and where its body starts: the same
+/// split as [`split_head`], without listing the body's lines.
+fn split_message(raw: &[u8]) -> (Vec<&[u8]>, Option<usize>) {
+    let mut lines = Lines::new(raw, LoneCr::Joins);
+    let mut head = Vec::new();
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            return (head, Some(lines.at));
+        }
+        if head.is_empty() && field_name(line).is_none() {
+            // The first line is not a header field: all of it is body.
+            return (Vec::new(), Some(0));
+        }
+        head.push(line);
     }
-    if start < raw.len() {
-        lines.push(&raw[start..]);
-    }
-    lines
+    (head, None)
 }
 
 /// The header lines, and the body lines after the first empty line.
@@ -660,6 +691,40 @@ mod tests {
     use crate::engine::{Action, Rule};
 
     const RELAY_FROM: &str = "support@vendor.example";
+
+    #[test]
+    fn the_streamed_split_agrees_with_the_listed_one() {
+        let cases: [&[u8]; 12] = [
+            b"",
+            b"\r\n",
+            b"\r\nbody",
+            b"Subject: a\r\n\r\nbody\r\n",
+            b"Subject: a\n\nbody\rmore\r\n",
+            b"Subject: a\r\n",
+            b"Subject: a\r\n continued\r\n\r\n\r\n\r\n",
+            b"not a header\r\nSubject: a\r\n\r\nbody",
+            b"Subject: a\rstill head\r\n\r\nx\ry",
+            b"Subject: a\r\n\r\n",
+            b"Subject: a\r\n\r\n\r",
+            b"\n\n\n",
+        ];
+        for raw in cases {
+            let lines = split_lines(raw, LoneCr::Joins);
+            let (head, body) = split_head(&lines);
+            let (streamed_head, start) = split_message(raw);
+            assert_eq!(head, &streamed_head[..], "{raw:?}");
+            let streamed_body: Option<Vec<&[u8]>> =
+                start.map(|at| split_lines(&raw[at..], LoneCr::Breaks));
+            let listed_body = body.map(|b| {
+                b.first().map_or_else(Vec::new, |first| {
+                    let at = first.as_ptr() as usize - raw.as_ptr() as usize;
+                    split_lines(&raw[at..], LoneCr::Breaks)
+                })
+            });
+            assert_eq!(listed_body, streamed_body, "{raw:?}");
+        }
+    }
+
     const POD: &str = "POD 1: Alberta towns";
 
     fn decision() -> Decision {
