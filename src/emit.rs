@@ -215,6 +215,18 @@ fn split_lines(raw: &[u8], lone_cr: LoneCr) -> Vec<&[u8]> {
     Lines::new(raw, lone_cr).collect()
 }
 
+/// Whether `raw` opens with a header field (or is empty, or has an empty
+/// header block). Mail that opens with anything else (an mbox `From `
+/// line, an indented first header) is all body to [`relay_bytes`], while a
+/// lenient parser may still find headers in it, so the engine holds it
+/// rather than route by headers the pod would not see as headers.
+pub fn starts_with_header(raw: &[u8]) -> bool {
+    match Lines::new(raw, LoneCr::Joins).next() {
+        Some(first) => first.is_empty() || field_name(first).is_some(),
+        None => true,
+    }
+}
+
 /// The header lines of a message, and where its body starts: the same
 /// split as [`split_head`], without listing the body's lines.
 fn split_message(raw: &[u8]) -> (Vec<&[u8]>, Option<usize>) {

@@ -249,6 +249,9 @@ pub fn decide_with(config: &Config, raw: &[u8], threads: &dyn ThreadLookup) -> D
 
 /// [`decide_with`] without the guard against panics.
 fn decide_raw(config: &Config, raw: &[u8], threads: &dyn ThreadLookup) -> Decision {
+    if !crate::emit::starts_with_header(raw) {
+        return Decision::held("malformed message: its first line is not a header field");
+    }
     let Some(msg) = MessageParser::default().parse(raw) else {
         return Decision::held("unparseable message: no headers found");
     };

@@ -112,7 +112,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .keys()
         .cloned()
         .collect();
-    let since = std::time::SystemTime::now() - metrics::RESPONSE_WINDOW;
+    let since = crate::journal::ago(std::time::SystemTime::now(), metrics::RESPONSE_WINDOW);
     let since = humantime::format_rfc3339_millis(since).to_string();
     let responses = read_journal(shared.state_dir.clone(), move |r| {
         let answered = r.first_responses(&since)?;

@@ -273,6 +273,14 @@ pub fn content_hash(raw: &[u8]) -> String {
     hex::encode(Sha256::digest(raw))
 }
 
+/// `span` before `now`, but never before 1970: journal times are RFC 3339
+/// text, which cannot show an earlier time.
+pub fn ago(now: SystemTime, span: std::time::Duration) -> SystemTime {
+    now.checked_sub(span)
+        .filter(|t| *t >= SystemTime::UNIX_EPOCH)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 /// The current time as RFC 3339 UTC text with milliseconds.
 fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()

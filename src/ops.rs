@@ -291,7 +291,7 @@ impl Since {
     /// The earliest time included, as journal text, seen from `now`.
     pub fn cutoff(self, now: SystemTime) -> String {
         let at = match self {
-            Since::Ago(d) => now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH),
+            Since::Ago(d) => crate::journal::ago(now, d),
             Since::At(t) => t,
         };
         humantime::format_rfc3339_millis(at).to_string()
@@ -469,6 +469,9 @@ mod tests {
         assert_eq!(cut("2026-12-01"), "2026-12-01T00:00:00.000Z");
         assert_eq!(cut("2026-12-01T08:30:00Z"), "2026-12-01T08:30:00.000Z");
         assert!(Since::parse("yesterday").is_err());
+        // Further back than 1970 means everything, not a panic.
+        assert_eq!(cut("100y"), "1970-01-01T00:00:00.000Z");
+        assert_eq!(cut("1000000d"), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

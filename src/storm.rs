@@ -166,7 +166,7 @@ impl Storm {
 /// Forgets a sender's messages older than the window; a storm that has
 /// calmed below the limit may warn again next time.
 fn prune(sender: &mut Sender, now: SystemTime, window: Duration, limit: usize) {
-    let cutoff = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = crate::journal::ago(now, window);
     while sender.counted.front().is_some_and(|c| c.at < cutoff) {
         sender.counted.pop_front();
     }
@@ -243,7 +243,7 @@ pub fn seed_from_journal(storm: &mut Storm, path: &Path, now: SystemTime) {
 
 fn try_seed(storm: &mut Storm, path: &Path, now: SystemTime) -> rusqlite::Result<()> {
     let window = storm.config.window;
-    let cutoff = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = crate::journal::ago(now, window);
     let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
     let conn =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;

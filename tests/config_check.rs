@@ -146,6 +146,19 @@ fn world_readable_secret_is_refused() {
 }
 
 #[test]
+fn durations_beyond_a_year_are_refused_at_their_line() {
+    // A window reaching back before 1970 once passed `check` and then
+    // crashed the daemon on the first message.
+    let text = "[routing]\nstorm_window = \"100y\"\n\
+                [pods.a]\nmembers = [\"a@v.example\"]\nack_interval = \"500000000y\"\n";
+    let err = config::from_str(text, Path::new("t.toml")).unwrap_err();
+    let at: Vec<(usize, usize)> = err.problems.iter().map(|p| (p.line, p.column)).collect();
+    assert!(at.contains(&(2, 16)), "{err}");
+    assert!(at.contains(&(5, 16)), "{err}");
+    assert!(err.to_string().contains("at most 366d"), "{err}");
+}
+
+#[test]
 fn check_exits_1_on_a_broken_table() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.toml");

@@ -810,3 +810,28 @@ fn fuzz_regressions_replay() {
     }
     eprintln!("{} fuzz regressions replayed", files.len());
 }
+
+/// Mail that does not open with a header field is all body to the relay,
+/// while a lenient parser still finds a From further down: holding it keeps
+/// the route and the relayed headers from disagreeing.
+#[test]
+fn a_first_line_that_is_no_header_is_held_not_routed_by_hidden_headers() {
+    let cases: [&[u8]; 3] = [
+        b"From attacker@evil.example Mon Nov 16 10:00:00 2026\r\n\
+          From: clerk@sunnyvale.example\r\nSubject: hi\r\n\r\nbody\r\n",
+        b" From: clerk@sunnyvale.example\r\nSubject: hi\r\n\r\nbody\r\n",
+        b"just text\nFrom: clerk@sunnyvale.example\n\nbody\n",
+    ];
+    for raw in cases {
+        let outcome = run_bounded("first line not a header", raw.to_vec());
+        assert_eq!(outcome.decision.action, Action::Hold, "{raw:?}");
+        assert!(
+            outcome
+                .decision
+                .reason
+                .contains("first line is not a header"),
+            "{}",
+            outcome.decision.reason
+        );
+    }
+}

@@ -32,6 +32,10 @@ const DEFAULT_ACK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// How many SMTP connections the relay opens when not told.
 const DEFAULT_CONNECTIONS: usize = 4;
 
+/// The longest duration a table may give (storm windows and intervals
+/// beyond a year are typing mistakes, and reach back before 1970).
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// The most memory a compiled voicemail `pattern` may take, in bytes.
 /// The `regex` crate matches in linear time whatever the pattern; this
 /// bounds its size as well.
@@ -502,11 +506,15 @@ impl Validator<'_> {
 
     fn duration(&mut self, value: &Spanned<String>) -> Option<Duration> {
         match humantime::parse_duration(value.get_ref().trim()) {
-            Ok(d) if d >= Duration::from_secs(1) => Some(d),
-            Ok(_) => {
+            Ok(d) if d < Duration::from_secs(1) => {
                 self.problem(value.span(), "a duration must be at least 1s");
                 None
             }
+            Ok(d) if d > MAX_DURATION => {
+                self.problem(value.span(), "a duration must be at most 366d");
+                None
+            }
+            Ok(d) => Some(d),
             Err(e) => {
                 let msg = format!(
                     "{:?} is not a duration like \"90s\" or \"10m\": {e}",

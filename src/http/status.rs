@@ -82,9 +82,7 @@ fn days_up_to(now: SystemTime, n: usize) -> Vec<String> {
     (0..n as u64)
         .rev()
         .map(|back| {
-            let at = now
-                .checked_sub(Duration::from_secs(back * 86_400))
-                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let at = crate::journal::ago(now, Duration::from_secs(back * 86_400));
             humantime::format_rfc3339_seconds(at).to_string()[..10].to_owned()
         })
         .collect()
