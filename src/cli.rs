@@ -8,6 +8,7 @@
 //! The operator commands (`log`, `trace`, `held`, `release`, `stats`) are
 //! argument parsing here; what they read and do is in [`crate::ops`].
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -502,6 +503,7 @@ fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
             bail!("--emit needs a [relay] section: it sets the From and loop marker");
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        check_emit_targets(dir, &args.files)?;
     }
     // Read-only: `route` never writes the daemon's journal.
     let journal = match &args.state_dir {
@@ -551,6 +553,43 @@ fn read_message(file: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(std::fs::read(file)?)
 }
 
+/// Where `--emit` writes the relayed bytes of `file`: `DIR/<its name>`,
+/// `DIR/stdin.eml` for standard input.
+fn emit_target(dir: &Path, file: &Path) -> PathBuf {
+    match file.file_name() {
+        Some(name) if file != Path::new("-") => dir.join(name),
+        _ => dir.join("stdin.eml"),
+    }
+}
+
+/// Refuses an `--emit` that would overwrite an input, or write two inputs
+/// to one file (same name in different folders), before anything is
+/// written.
+fn check_emit_targets(dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut seen: HashMap<PathBuf, &Path> = HashMap::new();
+    for file in files {
+        let target = emit_target(dir, file);
+        if let (Ok(a), Ok(b)) = (target.canonicalize(), file.canonicalize()) {
+            if a == b {
+                bail!(
+                    "--emit {} would overwrite the input {}; choose another folder",
+                    dir.display(),
+                    file.display()
+                );
+            }
+        }
+        if let Some(first) = seen.insert(target.clone(), file) {
+            bail!(
+                "--emit: {} and {} would both be written to {}; emit them in separate runs",
+                first.display(),
+                file.display(),
+                target.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Writes the relayed bytes of one message into the `--emit` folder.
 fn emit_to(
     dir: &Path,
@@ -566,10 +605,7 @@ fn emit_to(
         relay_from: &relay.from,
         pod_name: pod.map_or("", |p| p.name.as_str()),
     };
-    let name = file
-        .file_name()
-        .map_or("stdin.eml".into(), |n| n.to_os_string());
-    let target = dir.join(name);
+    let target = emit_target(dir, file);
     std::fs::write(&target, emit::relay_bytes(raw, d, &opts))
         .with_context(|| format!("writing {}", target.display()))
 }

@@ -362,3 +362,44 @@ fn check_warns_when_http_listens_off_loopback() {
         "{stdout}"
     );
 }
+
+#[test]
+fn route_emit_writes_each_relay_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, out) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("out"),
+    );
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let mail = "From: Jean <jean@sunnyvale.example>\r\nSubject: hi\r\n\r\nbody\r\n";
+    std::fs::write(a.join("x.eml"), mail).unwrap();
+    std::fs::write(b.join("x.eml"), mail).unwrap();
+    let route = |emit: &Path, files: &[&Path]| {
+        podrouter()
+            .args(["route", "-c", "routing.toml", "--emit"])
+            .arg(emit)
+            .args(files)
+            .output()
+            .unwrap()
+    };
+
+    let ok = route(&out, &[&a.join("x.eml")]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let relayed = std::fs::read(out.join("x.eml")).unwrap();
+    assert!(relayed.starts_with(b"X-Podrouter-Pod: alberta\r\n"));
+
+    // Two inputs of one name, and an input that is its own target.
+    let clash = route(
+        &dir.path().join("out2"),
+        &[&a.join("x.eml"), &b.join("x.eml")],
+    );
+    assert_eq!(clash.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&clash.stderr).contains("would both be written"));
+    assert!(!dir.path().join("out2").join("x.eml").exists());
+    let itself = route(&a, &[&a.join("x.eml")]);
+    assert_eq!(itself.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&itself.stderr).contains("would overwrite the input"));
+    assert_eq!(std::fs::read_to_string(a.join("x.eml")).unwrap(), mail);
+}

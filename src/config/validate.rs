@@ -262,11 +262,13 @@ impl Validator<'_> {
         let http = self.http(s.http);
         let mut table = RoutingTable::default();
         let clients = self.clients(s.clients, &pods, default_region.as_deref(), &mut table);
-        if inbox.is_none() {
-            self.warnings.push(format!(
-                "{}: no [inbox] section: `podrouter run` needs one",
-                self.path.display()
-            ));
+        for (name, missing) in [("[inbox]", inbox.is_none()), ("[relay]", relay.is_none())] {
+            if missing {
+                self.warnings.push(format!(
+                    "{}: no {name} section: `podrouter run` needs one",
+                    self.path.display()
+                ));
+            }
         }
         Config {
             path: self.path.to_path_buf(),
