@@ -382,7 +382,8 @@ def main() -> int:
     got = wait_deliveries(Path(env["MAIL_ROOT"]), rows, pods, members, 20.0)
     ok = report(files, rows, got, pods)
     summary(rows, len(files), drained, code, env)
-    print(f"work folder (config, log, journal): {work}")
+    print(f"work folder: {work} (config routing.toml, log, journal in state/)")
+    print(f"  look around: {args.binary} log -c {config}   (or trace, held, stats)")
     if drained is None or not ok or code != 0:
         print("demo: FAILED")
         return 1

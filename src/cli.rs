@@ -315,7 +315,7 @@ pub struct WhoArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// A mail address, a domain, or a phone number.
-    #[arg(value_name = "ADDRESS|PHONE")]
+    #[arg(value_name = "ADDRESS|DOMAIN|PHONE")]
     target: String,
 }
 
