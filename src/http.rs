@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -156,8 +157,13 @@ struct CallerQuery {
 /// JSON, from the table in force (a reload applies to the next call).
 async fn route_caller(
     State(shared): State<Arc<Shared>>,
-    Query(query): Query<CallerQuery>,
+    query: Result<Query<CallerQuery>, QueryRejection>,
 ) -> Response {
+    // A query serde cannot read (`caller` twice, say) still answers JSON.
+    let Ok(Query(query)) = query else {
+        let body = serde_json::json!({ "error": "the query must have one caller parameter" });
+        return json_response(StatusCode::BAD_REQUEST, &body);
+    };
     let Some(caller) = query.caller else {
         let body = serde_json::json!({ "error": "missing the caller parameter" });
         return json_response(StatusCode::BAD_REQUEST, &body);
@@ -350,6 +356,7 @@ phones = ["+1 403 555 0100"]
             "/v1/route?caller=hello",
             "/v1/route?caller=5550100",
             "/v1/route",
+            "/v1/route?caller=1&caller=2",
         ] {
             let (status, kind, body) = get(&addr, path).await;
             assert_eq!(status, 400, "{path}: {body}");
