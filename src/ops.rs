@@ -225,6 +225,16 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The action as a person should read it: a relay the SMTP server has
+    /// not accepted yet (waiting in the inbox for a retry) says so.
+    pub fn shown_action(&self) -> String {
+        match (self.action.as_str(), self.state.as_str()) {
+            ("relay", "pending" | "sending") if self.attempts > 0 => "relay (retrying)".into(),
+            ("relay", "pending" | "sending") => "relay (not yet)".into(),
+            _ => self.action.clone(),
+        }
+    }
+
     /// The columns [`Entry::from_row`] reads, in order.
     const COLUMNS: &'static str = "id, mailbox, uid, message_id, sender, client, pod, action, \
         rule, reason, recipients, accepted, refused, subject, smtp_reply, folder, state, \

@@ -453,7 +453,7 @@ fn write_recent(out: &mut String, recent: &[Entry]) -> std::fmt::Result {
             opt(e.client.as_deref()),
             opt(e.pod.as_deref()),
             action_class(&e.action),
-            esc(&e.action),
+            esc(&e.shown_action()),
             esc(&e.reason),
             opt(e.subject.as_deref())
         )?;

@@ -51,6 +51,7 @@ pub fn entry_json(e: &Entry) -> serde_json::Value {
         "subject": e.subject,
         "message_id": e.message_id,
         "folder": e.folder,
+        "state": e.state,
     })
 }
 
@@ -84,7 +85,7 @@ fn cells(e: &Entry) -> Vec<String> {
         or_dash(e.sender.as_deref()),
         or_dash(e.client.as_deref()),
         or_dash(e.pod.as_deref()),
-        e.action.clone(),
+        e.shown_action(),
         clip(&printable(&e.reason), REASON_WIDTH),
         clip(&or_dash(e.subject.as_deref()), SUBJECT_WIDTH),
     ]
