@@ -281,6 +281,34 @@ pub fn ago(now: SystemTime, span: std::time::Duration) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// The thread one of these Message-IDs leads to in the journal behind
+/// `conn`; the first that leads anywhere wins.
+pub(crate) fn find_thread_in(
+    conn: &Connection,
+    ids: &[String],
+) -> rusqlite::Result<Option<ThreadRef>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.id, t.root, t.pod, t.client FROM thread_ids i \
+         JOIN threads t ON t.id = i.thread WHERE i.message_id = ?1",
+    )?;
+    for id in ids {
+        let found = stmt
+            .query_row([id], |r| {
+                Ok(ThreadRef {
+                    id: r.get(0)?,
+                    root: r.get(1)?,
+                    pod: r.get(2)?,
+                    client: r.get(3)?,
+                })
+            })
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
 /// The current time as RFC 3339 UTC text with milliseconds.
 fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
@@ -679,19 +707,8 @@ impl Journal {
         refused: &[(String, String)],
         reply: &str,
     ) -> Result<(), JournalError> {
-        self.lock().execute(
-            "UPDATE messages SET state = 'relayed', accepted = ?2, refused = ?3, \
-             smtp_reply = ?4, last_error = NULL, relayed_at = ?5, attempts = attempts + 1 \
-             WHERE id = ?1",
-            params![
-                id,
-                accepted.join(LIST_SEP),
-                join_refused(refused),
-                reply,
-                now()
-            ],
-        )?;
-        Ok(())
+        self.record_relayed_linked(id, accepted, refused, reply, None)
+            .map(drop)
     }
 
     /// [`Journal::record_relayed`], and in the same transaction the
@@ -800,27 +817,7 @@ impl Journal {
     /// The thread one of these Message-IDs leads to; the first that leads
     /// anywhere wins.
     pub fn find_thread(&self, ids: &[String]) -> Result<Option<ThreadRef>, JournalError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT t.id, t.root, t.pod, t.client FROM thread_ids i \
-             JOIN threads t ON t.id = i.thread WHERE i.message_id = ?1",
-        )?;
-        for id in ids {
-            let found = stmt
-                .query_row([id], |r| {
-                    Ok(ThreadRef {
-                        id: r.get(0)?,
-                        root: r.get(1)?,
-                        pod: r.get(2)?,
-                        client: r.get(3)?,
-                    })
-                })
-                .optional()?;
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        Ok(None)
+        Ok(find_thread_in(&self.lock(), ids)?)
     }
 
     /// Records a pod member's reply in a thread. Returns the time from

@@ -18,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::engine::ThreadRef;
 use crate::journal::FILE_NAME;
@@ -102,26 +102,7 @@ impl Reader {
         if !self.has_threads()? {
             return Ok(None);
         }
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT t.id, t.root, t.pod, t.client FROM thread_ids i \
-             JOIN threads t ON t.id = i.thread WHERE i.message_id = ?1",
-        )?;
-        for id in ids {
-            let found = stmt
-                .query_row([id], |r| {
-                    Ok(ThreadRef {
-                        id: r.get(0)?,
-                        root: r.get(1)?,
-                        pod: r.get(2)?,
-                        client: r.get(3)?,
-                    })
-                })
-                .optional()?;
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        Ok(None)
+        Ok(crate::journal::find_thread_in(self.conn(), ids)?)
     }
 
     /// Rows matching `filter` (`WHERE` text with `?N` placeholders),
