@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::config::{self, Config, FromMode, Server, TlsMode};
+use crate::config::{self, Auth, Config, FromMode, Server, TlsMode};
 use crate::emit::{self, EmitOptions};
 use crate::engine::{self, Action, Decision, Rule};
 use crate::ops::Since;
@@ -485,7 +485,15 @@ fn server_line(s: &Server) -> String {
         .as_deref()
         .map(|u| format!("{u} at "))
         .unwrap_or_default();
-    format!("{user}{}:{} ({tls})", s.host, s.port)
+    let auth = match &s.auth {
+        Auth::Password if s.password.is_some() => "password".to_owned(),
+        Auth::Password => "no auth".to_owned(),
+        Auth::OAuth2(o) => match o.provider {
+            Some(p) => format!("oauth2 {}", p.name()),
+            None => format!("oauth2 {}", o.token_url),
+        },
+    };
+    format!("{user}{}:{} ({tls}, {auth})", s.host, s.port)
 }
 
 /// `podrouter route`: decide each message and print the decision.

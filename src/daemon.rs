@@ -125,6 +125,8 @@ pub async fn run(
     );
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(Arc::clone(&config)));
+    crate::oauth::report_to(Arc::clone(&metrics));
+    let refreshers = spawn_refreshers(&config);
     let http = crate::http::bind(&config.http)
         .await?
         .map(|listener| crate::http::spawn(listener, Arc::clone(&metrics), state_dir.clone()));
@@ -147,10 +149,36 @@ pub async fn run(
     };
     let result = serve_until(&mut daemon, shutdown, stop_tx).await;
     daemon.report_unrecorded();
+    for task in refreshers {
+        task.abort();
+    }
     if let Some(http) = http {
         http.abort();
     }
     result
+}
+
+/// Starts a task per OAuth2 side that refreshes its access token ahead of
+/// expiry, so a failing refresh shows in the log, `/metrics` and `/healthz`
+/// before a sign-in needs the token. The tasks follow the table the daemon
+/// started with; a reload that changes an `[oauth2]` table is signed in
+/// with (the sessions ask for tokens themselves) but not kept fresh ahead.
+fn spawn_refreshers(config: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+    let sides = [
+        ("inbox", config.inbox.as_ref().map(|i| &i.server.auth)),
+        ("relay", config.relay.as_ref().map(|r| &r.server.auth)),
+    ];
+    let mut tasks = Vec::new();
+    for (side, auth) in sides {
+        let Some(crate::config::Auth::OAuth2(oauth2)) = auth else {
+            continue;
+        };
+        match crate::oauth::source(oauth2) {
+            Ok(source) => tasks.push(tokio::spawn(crate::oauth::keep_fresh(source, side))),
+            Err(e) => tracing::error!(side, error = %e, "cannot set up the oauth2 client"),
+        }
+    }
+    tasks
 }
 
 /// Serves until `shutdown`, then gives the work in flight its grace.
