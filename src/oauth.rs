@@ -27,6 +27,8 @@ use oauth2::{
 use crate::config::{OAuth2Config, Secret};
 use crate::metrics::Metrics;
 
+pub mod authorize;
+
 /// How long a token endpoint may take to answer.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
