@@ -465,13 +465,6 @@ fn init_logging() {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,podrouter=info"));
     // async-imap writes the LOGIN command, password and all, at trace.
     let filter = filter.add_directive("async_imap=debug".parse().expect("a valid directive"));
-    // The token endpoint's requests and answers carry tokens: their HTTP
-    // stack stays above trace too.
-    let filter = ["hyper=debug", "hyper_util=debug", "reqwest=debug"]
-        .iter()
-        .fold(filter, |f, d| {
-            f.add_directive(d.parse().expect("a valid directive"))
-        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -43,6 +43,9 @@ struct Tokens {
     refusals: usize,
     /// The grant was revoked: every token is dead.
     revoked: bool,
+    /// Bumped when every access token is forgotten; SMTP sessions signed
+    /// in before are dropped.
+    generation: usize,
 }
 
 impl Tokens {
@@ -126,7 +129,14 @@ struct Provider {
 }
 
 impl Provider {
-    fn start(users: &Users, stack: &Stack, lifetime: Duration, dir: &Path) -> Provider {
+    /// `mechanisms`: what the IMAP server offers (`xoauth2 oauthbearer`).
+    fn start(
+        users: &Users,
+        stack: &Stack,
+        lifetime: Duration,
+        dir: &Path,
+        mechanisms: &str,
+    ) -> Provider {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -160,7 +170,7 @@ impl Provider {
             tokio::spawn(smtp_server(smtp, Arc::clone(&tokens), Arc::clone(&mail)));
             (base, port)
         });
-        let dovecot = Dovecot::start(stack, &format!("{base}/introspect"), dir);
+        let dovecot = Dovecot::start(stack, &format!("{base}/introspect"), dir, mechanisms);
         Provider {
             tokens,
             base,
@@ -181,6 +191,14 @@ impl Provider {
 
     fn revoke(&self) {
         self.tokens.lock().unwrap().revoked = true;
+    }
+
+    /// Every access token dies (the refresh token still works), and the
+    /// SMTP server drops the sessions signed in with them.
+    fn forget_access(&self) {
+        let mut t = self.tokens.lock().unwrap();
+        t.access.clear();
+        t.generation += 1;
     }
 
     /// The routing table, signing in with OAuth2 on both sides.
@@ -227,7 +245,7 @@ async fn smtp_session(
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 oauth-smtp.test ready\r\n").await?;
-    let mut authed = false;
+    let mut authed: Option<usize> = None;
     let mut rcpts = Vec::new();
     let mut line = String::new();
     loop {
@@ -237,7 +255,11 @@ async fn smtp_session(
         }
         let cmd = line.trim_end().to_owned();
         let verb = cmd.split(' ').next().unwrap_or("").to_ascii_uppercase();
-        if tokens.lock().unwrap().revoked && authed {
+        let dropped = {
+            let t = tokens.lock().unwrap();
+            authed.is_some_and(|g| t.revoked || g != t.generation)
+        };
+        if dropped {
             write.write_all(b"421 4.7.0 token revoked\r\n").await?;
             return Ok(());
         }
@@ -253,16 +275,16 @@ async fn smtp_session(
                     .split('\x01')
                     .find_map(|p| p.strip_prefix("auth=Bearer "))
                     .unwrap_or("");
-                let user_ok =
-                    text.starts_with(&format!("user={}\x01", tokens.lock().unwrap().user));
-                if user_ok && tokens.lock().unwrap().active(token) {
-                    authed = true;
+                let t = tokens.lock().unwrap();
+                let user_ok = text.starts_with(&format!("user={}\x01", t.user));
+                if user_ok && t.active(token) {
+                    authed = Some(t.generation);
                     "235 2.7.0 accepted\r\n".into()
                 } else {
                     "535 5.7.8 token not accepted\r\n".into()
                 }
             }
-            "MAIL" | "RCPT" if !authed => "530 5.7.0 authentication required\r\n".into(),
+            "MAIL" | "RCPT" if authed.is_none() => "530 5.7.0 authentication required\r\n".into(),
             "MAIL" => {
                 rcpts.clear();
                 "250 ok\r\n".into()
@@ -307,7 +329,7 @@ struct Dovecot {
 }
 
 impl Dovecot {
-    fn start(stack: &Stack, introspection_url: &str, dir: &Path) -> Dovecot {
+    fn start(stack: &Stack, introspection_url: &str, dir: &Path, mechanisms: &str) -> Dovecot {
         let root = dir.join("dovecot");
         fs::create_dir_all(root.join("run")).unwrap();
         // Dovecot's auth process must be able to read it.
@@ -336,14 +358,14 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = xoauth2 oauthbearer
+auth_mechanisms = {mechanisms}
 auth_username_format = %Ln
 first_valid_uid = 1
 first_valid_gid = 1
 mail_location = maildir:~/Maildir
 passdb {{
   driver = oauth2
-  mechanisms = xoauth2 oauthbearer
+  mechanisms = {mechanisms}
   args = {ext}
 }}
 userdb {{
@@ -440,7 +462,14 @@ fn fresh_and_expiring_tokens_sign_in_refresh_and_rotate() {
     let Some(stack) = Stack::get() else { return };
     let users = stack.users(ROLES);
     let scratch = Scratch::new();
-    let provider = Provider::start(&users, &stack, Duration::from_secs(4), scratch.dir.path());
+    let dir = scratch.dir.path();
+    let provider = Provider::start(
+        &users,
+        &stack,
+        Duration::from_secs(4),
+        dir,
+        "xoauth2 oauthbearer",
+    );
     let file = refresh_file(&scratch);
     scratch.write_config(&provider.table(&stack, &users, &file));
 
@@ -499,7 +528,9 @@ fn a_revoked_grant_fails_loudly_and_keeps_the_mail() {
     let Some(stack) = Stack::get() else { return };
     let users = stack.users(ROLES);
     let scratch = Scratch::new();
-    let provider = Provider::start(&users, &stack, Duration::from_secs(30), scratch.dir.path());
+    // This server offers XOAUTH2 only, not OAUTHBEARER.
+    let dir = scratch.dir.path();
+    let provider = Provider::start(&users, &stack, Duration::from_secs(30), dir, "xoauth2");
     let file = refresh_file(&scratch);
     scratch.write_config(&provider.table(&stack, &users, &file));
 
@@ -513,10 +544,31 @@ fn a_revoked_grant_fails_loudly_and_keeps_the_mail() {
     });
     assert!(healthy, "{}", http_get(&addr, "/healthz").1);
 
+    // Every access token dies early; the refresh token still works. The
+    // IMAP server refuses the cached token at the next sign-in: refreshed
+    // once, signed in again.
+    provider.forget_access();
+    provider.dovecot.kick(&users.name("support"));
+    daemon.wait_log("connected", 2, Duration::from_secs(30));
+    // Again, now for the relay: its server drops the session, then refuses
+    // the cached token; refreshed once, signed in, relayed.
+    provider.forget_access();
+    users.append("support", "INBOX", &[acme_message(&users, 2)]);
+    let relayed = wait_until(Duration::from_secs(30), || provider.relayed() == 2);
+    assert!(relayed, "{}", daemon.log());
+    let filed = wait_until(Duration::from_secs(10), || {
+        users.count("support", "Routed") == 2
+    });
+    assert!(filed, "{}", daemon.log());
+    for side in ["imap server", "smtp relay"] {
+        let line = format!("{side} refused the oauth2 access token; refreshing it once");
+        assert_eq!(daemon.log_count(&line), 1, "{}", daemon.log());
+    }
+
     // The grant is revoked: the relay's server drops its session and
     // refuses the token; the refresh that follows is refused too.
     provider.revoke();
-    users.append("support", "INBOX", &[acme_message(&users, 2)]);
+    users.append("support", "INBOX", &[acme_message(&users, 3)]);
     daemon.wait_log("oauth2 token refresh failed", 1, Duration::from_secs(60));
     let log = daemon.log();
     let line = log
@@ -535,11 +587,19 @@ fn a_revoked_grant_fails_loudly_and_keeps_the_mail() {
         "{metrics}"
     );
 
-    // Nothing lost: the second message waits in the inbox.
+    // Nothing lost: the third message waits in the inbox.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(provider.relayed(), 1);
-    assert_eq!(users.count("support", "INBOX"), 1);
-    assert_eq!(users.count("support", "Routed"), 1);
+    let counts = (
+        provider.relayed(),
+        users.count("support", "INBOX"),
+        users.count("support", "Routed"),
+    );
+    assert_eq!(
+        counts,
+        (2, 1, 2),
+        "relayed, inbox, routed\n{}",
+        daemon.log()
+    );
     assert!(daemon.stop().success());
     let log = daemon.log();
     for token in provider.tokens.lock().unwrap().issued.iter() {
