@@ -153,6 +153,9 @@ pub struct TokenSource {
     access: tokio::sync::Mutex<Option<Access>>,
     /// `inbox` and `relay`, as they ask: the metric labels to report to.
     sides: Mutex<BTreeSet<&'static str>>,
+    /// A rotated refresh token that could not be saved: used instead of
+    /// the file (which holds a dead one) until a save works.
+    unsaved: Mutex<Option<Secret>>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -206,6 +209,7 @@ impl TokenSource {
             http,
             access: tokio::sync::Mutex::new(None),
             sides: Mutex::new(BTreeSet::new()),
+            unsaved: Mutex::new(None),
         })
     }
 
@@ -258,7 +262,15 @@ impl TokenSource {
     /// Refreshes with the lock held, and reports the outcome.
     async fn refresh_locked(&self, access: &mut Option<Access>) -> Result<Secret, OAuthError> {
         match self.exchange().await {
-            Ok(fresh) => {
+            Ok((fresh, Some(e))) => {
+                // Mail keeps flowing on the new access token, but a restart
+                // would lose the grant: as loud as a failed refresh.
+                self.report_failure(&e);
+                let token = fresh.token.clone();
+                *access = Some(fresh);
+                Ok(token)
+            }
+            Ok((fresh, None)) => {
                 let token = fresh.token.clone();
                 if let Some(m) = metrics() {
                     for side in self.sides() {
@@ -277,23 +289,36 @@ impl TokenSource {
                 Ok(token)
             }
             Err(e) => {
-                if let Some(m) = metrics() {
-                    for side in self.sides() {
-                        m.oauth_refresh_failed(side, &e);
-                    }
-                }
-                tracing::error!(error = %e, "oauth2 token refresh failed");
+                self.report_failure(&e);
                 Err(e)
             }
         }
     }
 
+    /// Logs a failure as an error and counts it for every side.
+    fn report_failure(&self, e: &OAuthError) {
+        if let Some(m) = metrics() {
+            for side in self.sides() {
+                m.oauth_refresh_failed(side, e);
+            }
+        }
+        tracing::error!(error = %e, "oauth2 token refresh failed");
+    }
+
     /// One refresh grant at the token endpoint; saves a rotated refresh
-    /// token before returning.
-    async fn exchange(&self) -> Result<Access, OAuthError> {
+    /// token before returning, or returns why it could not.
+    async fn exchange(&self) -> Result<(Access, Option<OAuthError>), OAuthError> {
         let c = &self.config;
-        let refresh = crate::config::read_secret_file(&c.refresh_token_file)
-            .map_err(OAuthError::RefreshTokenFile)?;
+        let unsaved = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let refresh = match unsaved {
+            Some(r) => r,
+            None => crate::config::read_secret_file(&c.refresh_token_file)
+                .map_err(OAuthError::RefreshTokenFile)?,
+        };
         let unreachable = |reason: String| OAuthError::Unreachable {
             url: c.token_url.clone(),
             reason,
@@ -313,22 +338,45 @@ impl TokenSource {
             .request_async(&self.http)
             .await
             .map_err(|e| self.request_error(e))?;
-        if let Some(rotated) = response.refresh_token() {
-            if rotated.secret() != refresh.expose() {
-                save_refresh_token(&c.refresh_token_file, rotated.secret())?;
-                tracing::info!(
-                    file = %c.refresh_token_file.display(),
-                    "oauth2 refresh token rotated and saved"
-                );
+        let mut save_error = None;
+        let rotated = response
+            .refresh_token()
+            .map(|r| Secret::new(r.secret().clone()))
+            .unwrap_or(refresh);
+        if self.is_unsaved(&rotated) || !self.file_holds(&rotated) {
+            match save_refresh_token(&c.refresh_token_file, rotated.expose()) {
+                Ok(()) => {
+                    *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    tracing::info!(
+                        file = %c.refresh_token_file.display(),
+                        "oauth2 refresh token rotated and saved"
+                    );
+                }
+                Err(e) => {
+                    *self.unsaved.lock().unwrap_or_else(|e| e.into_inner()) = Some(rotated);
+                    save_error = Some(e);
+                }
             }
         }
         let lifetime = response.expires_in().unwrap_or(DEFAULT_LIFETIME);
         let ahead = (lifetime / 5).min(REFRESH_AHEAD);
-        Ok(Access {
+        let access = Access {
             token: Secret::new(response.access_token().secret().clone()),
             refresh_at: started + lifetime.saturating_sub(ahead),
             expires_at: SystemTime::now() + lifetime,
-        })
+        };
+        Ok((access, save_error))
+    }
+
+    /// Whether `token` is the rotated one that could not be saved.
+    fn is_unsaved(&self, token: &Secret) -> bool {
+        let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        unsaved.as_ref() == Some(token)
+    }
+
+    /// Whether the refresh token file holds `token` now.
+    fn file_holds(&self, token: &Secret) -> bool {
+        crate::config::read_secret_file(&self.config.refresh_token_file).is_ok_and(|t| &t == token)
     }
 
     fn request_error<RE: std::error::Error + 'static>(

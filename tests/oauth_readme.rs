@@ -22,13 +22,19 @@ fn example(provider: &str) -> String {
 
 fn check(provider: &str) -> config::Config {
     let dir = tempfile::tempdir().unwrap();
-    let text = example(provider).replace("/etc/podrouter/", &format!("{}/", dir.path().display()));
+    check_in(provider, dir.path())
+}
+
+/// Writes the example's secret files into `dir` and validates it.
+fn check_in(provider: &str, dir: &Path) -> config::Config {
+    let text = example(provider).replace("/etc/podrouter/", &format!("{}/", dir.display()));
     for name in ["oauth2.refresh", "oauth2.client-secret"] {
-        let path = dir.path().join(name);
+        let path = dir.join(name);
         std::fs::write(&path, "x\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    config::from_str(&text, &dir.path().join("routing.toml"))
+    std::fs::write(dir.join("routing.toml"), &text).unwrap();
+    config::from_str(&text, &dir.join("routing.toml"))
         .unwrap_or_else(|e| panic!("the README's {provider} example: {e}"))
 }
 
@@ -53,4 +59,19 @@ fn readme_google_example_is_valid() {
     };
     assert_eq!(o.token_url, "https://oauth2.googleapis.com/token");
     assert!(o.client_secret.is_some());
+}
+
+#[test]
+fn check_prints_each_sides_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    check_in("microsoft", dir.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podrouter"))
+        .arg("check")
+        .arg("-c")
+        .arg(dir.path().join("routing.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout.matches("oauth2 microsoft").count(), 2, "{stdout}");
 }

@@ -14,12 +14,21 @@ use crate::config::Auth;
 /// A token endpoint: each refresh returns `access-N` and rotates the
 /// refresh token to `refresh-N`; the refresh token `revoked` is refused.
 async fn endpoint() -> (String, Arc<AtomicUsize>) {
+    let (url, count, _) = recording_endpoint().await;
+    (url, count)
+}
+
+/// [`endpoint`], also keeping the body of the last request.
+async fn recording_endpoint() -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<String>>) {
     let count = Arc::new(AtomicUsize::new(0));
+    let last = Arc::new(std::sync::Mutex::new(String::new()));
     let seen = Arc::clone(&count);
+    let kept = Arc::clone(&last);
     let app = axum::Router::new().route(
         "/token",
         post(move |body: String| {
             let seen = Arc::clone(&seen);
+            *kept.lock().unwrap() = body.clone();
             async move {
                 let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
                 let json = if body.contains("refresh_token=revoked") {
@@ -43,7 +52,7 @@ async fn endpoint() -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/token"), count)
+    (format!("http://{addr}/token"), count, last)
 }
 
 fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
@@ -91,6 +100,31 @@ async fn oauth_refresh_rotates_and_saves_the_refresh_token() {
     assert_eq!(count.load(Ordering::SeqCst), 2);
     let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(leftovers, 1, "no temp file is left behind");
+}
+
+#[tokio::test]
+async fn oauth_a_rotated_token_that_cannot_be_saved_is_kept_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = secret_file(dir.path(), "refresh", "first");
+    // Where the temp file would go there is a folder: the save fails.
+    let blocker = dir
+        .path()
+        .join(format!(".refresh.tmp{}", std::process::id()));
+    std::fs::create_dir(&blocker).unwrap();
+    let (url, _, last) = recording_endpoint().await;
+    let source = TokenSource::new(config(url, file.clone())).unwrap();
+
+    // Mail keeps flowing on the new access token; the file is unchanged.
+    let token = source.token("inbox").await.unwrap();
+    assert_eq!(token.expose(), "access-1");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "first\n");
+
+    // The next refresh uses the unsaved token, and saves its successor.
+    std::fs::remove_dir(&blocker).unwrap();
+    let again = source.refresh_after("inbox", &token).await.unwrap();
+    assert_eq!(again.expose(), "access-2");
+    assert!(last.lock().unwrap().contains("refresh_token=refresh-1"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "refresh-2\n");
 }
 
 #[tokio::test]
