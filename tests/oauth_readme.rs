@@ -27,7 +27,9 @@ fn check(provider: &str) -> config::Config {
 
 /// Writes the example's secret files into `dir` and validates it.
 fn check_in(provider: &str, dir: &Path) -> config::Config {
-    let text = example(provider).replace("/etc/podrouter/", &format!("{}/", dir.display()));
+    let text = example(provider)
+        .replace("/etc/podrouter/", &format!("{}/", dir.display()))
+        .replace("/var/lib/podrouter/", &format!("{}/", dir.display()));
     for name in ["oauth2.refresh", "oauth2.client-secret"] {
         let path = dir.join(name);
         std::fs::write(&path, "x\n").unwrap();
