@@ -561,6 +561,7 @@ fn server_line(s: &Server) -> String {
         .unwrap_or_default();
     let auth = match &s.auth {
         Auth::Password if s.password.is_some() => "password".to_owned(),
+        Auth::Password if s.user.is_some() => "password not set".to_owned(),
         Auth::Password => "no auth".to_owned(),
         Auth::OAuth2(o) => match o.provider {
             Some(p) => format!("oauth2 {}", p.name()),
