@@ -494,6 +494,17 @@ impl Relay {
         let refused = match conn.auth(&[Mechanism::Xoauth2], &credentials).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_permanent() => e,
+            Err(e) if e.is_client() && e.to_string().contains("challenge") => {
+                // Gmail refuses with an error challenge (334), which lettre
+                // does not answer: this session is lost, so the new token
+                // serves the next one.
+                tracing::warn!(
+                    host = %self.server.host,
+                    "smtp relay refused the oauth2 access token; refreshing it once"
+                );
+                source.refresh_after("relay", &token).await?;
+                return Err(RelayError::Session(e));
+            }
             Err(e) => return Err(RelayError::Session(e)),
         };
         tracing::warn!(

@@ -46,6 +46,9 @@ struct Tokens {
     /// Bumped when every access token is forgotten; SMTP sessions signed
     /// in before are dropped.
     generation: usize,
+    /// The SMTP server refuses a token as Gmail does: an error challenge
+    /// (334 and base64 JSON) first, then 535 after the empty answer.
+    gmail_style: bool,
 }
 
 impl Tokens {
@@ -280,6 +283,9 @@ async fn smtp_session(
                 if user_ok && t.active(token) {
                     authed = Some(t.generation);
                     "235 2.7.0 accepted\r\n".into()
+                } else if t.gmail_style {
+                    // {"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}
+                    "334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==\r\n".into()
                 } else {
                     "535 5.7.8 token not accepted\r\n".into()
                 }
@@ -311,6 +317,7 @@ async fn smtp_session(
                     .push((std::mem::take(&mut rcpts), data));
                 "250 2.0.0 queued\r\n".into()
             }
+            "" => "535 5.7.8 token not accepted\r\n".into(),
             "QUIT" => {
                 write.write_all(b"221 bye\r\n").await?;
                 return Ok(());
@@ -565,10 +572,24 @@ fn a_revoked_grant_fails_loudly_and_keeps_the_mail() {
         assert_eq!(daemon.log_count(&line), 1, "{}", daemon.log());
     }
 
+    // Refused as Gmail does, with an error challenge: refreshed once; the
+    // message goes out at its retry, on a new session.
+    provider.tokens.lock().unwrap().gmail_style = true;
+    provider.forget_access();
+    users.append("support", "INBOX", &[acme_message(&users, 3)]);
+    let relayed = wait_until(Duration::from_secs(30), || provider.relayed() == 3);
+    assert!(relayed, "{}", daemon.log());
+    let filed = wait_until(Duration::from_secs(10), || {
+        users.count("support", "Routed") == 3
+    });
+    assert!(filed, "{}", daemon.log());
+    let line = "smtp relay refused the oauth2 access token; refreshing it once";
+    assert_eq!(daemon.log_count(line), 2, "{}", daemon.log());
+
     // The grant is revoked: the relay's server drops its session and
     // refuses the token; the refresh that follows is refused too.
     provider.revoke();
-    users.append("support", "INBOX", &[acme_message(&users, 3)]);
+    users.append("support", "INBOX", &[acme_message(&users, 4)]);
     daemon.wait_log("oauth2 token refresh failed", 1, Duration::from_secs(60));
     let log = daemon.log();
     let line = log
@@ -587,7 +608,7 @@ fn a_revoked_grant_fails_loudly_and_keeps_the_mail() {
         "{metrics}"
     );
 
-    // Nothing lost: the third message waits in the inbox.
+    // Nothing lost: the fourth message waits in the inbox.
     std::thread::sleep(Duration::from_secs(2));
     let counts = (
         provider.relayed(),
@@ -596,7 +617,7 @@ fn a_revoked_grant_fails_loudly_and_keeps_the_mail() {
     );
     assert_eq!(
         counts,
-        (2, 1, 2),
+        (3, 1, 3),
         "relayed, inbox, routed\n{}",
         daemon.log()
     );
