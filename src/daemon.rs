@@ -126,12 +126,12 @@ pub async fn run(
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(Arc::clone(&config)));
     crate::oauth::report_to(Arc::clone(&metrics));
-    let refreshers = spawn_refreshers(&config);
     let http = crate::http::bind(&config.http)
         .await?
         .map(|listener| crate::http::spawn(listener, Arc::clone(&metrics), state_dir.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let refreshers = spawn_refreshers(&config);
     let mut daemon = Daemon {
         config_path,
         config,
@@ -146,10 +146,11 @@ pub async fn run(
         newest_uid: None,
         journal_failures: 0,
         unrecorded: std::sync::Mutex::new(Vec::new()),
+        refreshers,
     };
     let result = serve_until(&mut daemon, shutdown, stop_tx).await;
     daemon.report_unrecorded();
-    for task in refreshers {
+    for task in daemon.refreshers.drain(..) {
         task.abort();
     }
     if let Some(http) = http {
@@ -160,9 +161,7 @@ pub async fn run(
 
 /// Starts a task per OAuth2 side that refreshes its access token ahead of
 /// expiry, so a failing refresh shows in the log, `/metrics` and `/healthz`
-/// before a sign-in needs the token. The tasks follow the table the daemon
-/// started with; a reload that changes an `[oauth2]` table is signed in
-/// with (the sessions ask for tokens themselves) but not kept fresh ahead.
+/// before a sign-in needs the token.
 fn spawn_refreshers(config: &Config) -> Vec<tokio::task::JoinHandle<()>> {
     let sides = [
         ("inbox", config.inbox.as_ref().map(|i| &i.server.auth)),
@@ -301,6 +300,9 @@ struct Daemon {
     /// Relays the journal could not record: written before anything else
     /// once it works again, so they are not relayed a second time.
     unrecorded: std::sync::Mutex<Vec<batch::Unrecorded>>,
+    /// The tasks keeping OAuth2 access tokens fresh, one per side that
+    /// signs in with OAuth2; started again when a reload changes a side.
+    refreshers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -564,6 +566,12 @@ impl Daemon {
         );
         self.config = Arc::new(new);
         self.metrics.reloaded(&self.config);
+        if reconnect {
+            for task in self.refreshers.drain(..) {
+                task.abort();
+            }
+            self.refreshers = spawn_refreshers(&self.config);
+        }
         reconnect
     }
 }
