@@ -608,6 +608,23 @@ fn a_revoked_grant_fails_loudly_and_keeps_the_mail() {
         "{metrics}"
     );
 
+    // The IMAP server drops the session: signing in again fails the same
+    // way, and the daemon keeps trying with backoff.
+    provider.dovecot.kick(&users.name("support"));
+    daemon.wait_log("cannot connect", 1, Duration::from_secs(30));
+    let counted = wait_until(Duration::from_secs(10), || {
+        let (_, m) = http_get(&addr, "/metrics");
+        m.contains("podrouter_oauth_refresh_failures_total{side=\"inbox\"}")
+            && !m.contains("podrouter_oauth_refresh_failures_total{side=\"inbox\"} 0")
+            && !m.contains("podrouter_imap_errors_total{kind=\"oauth2\"} 0")
+    });
+    assert!(counted, "{}", http_get(&addr, "/metrics").1);
+    assert!(
+        !daemon.exited(),
+        "the daemon keeps running:\n{}",
+        daemon.log()
+    );
+
     // Nothing lost: the fourth message waits in the inbox.
     std::thread::sleep(Duration::from_secs(2));
     let counts = (
