@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::config::{self, Config, FromMode, Server, TlsMode};
+use crate::config::{self, Auth, Config, FromMode, Server, TlsMode};
 use crate::emit::{self, EmitOptions};
 use crate::engine::{self, Action, Decision, Rule};
 use crate::ops::Since;
@@ -136,6 +136,9 @@ pub enum Command {
     /// clients to move from the busiest pods to the least busy ones to even
     /// out the load.
     Stats(StatsArgs),
+    /// OAuth2 sign-in for Microsoft 365 and Google mailboxes.
+    #[command(subcommand)]
+    Oauth2(Oauth2Command),
     /// Write the man pages into DIR (used when packaging).
     #[command(hide = true)]
     Manpage(ManpageArgs),
@@ -280,6 +283,52 @@ pub struct RunArgs {
     state_dir: Option<PathBuf>,
 }
 
+/// The subcommands of `podrouter oauth2`.
+#[derive(Debug, Subcommand)]
+pub enum Oauth2Command {
+    /// Get the first refresh token by the device code flow.
+    ///
+    /// Prints a URL and a code; a person opens the URL, enters the code
+    /// and signs in with the mailbox's account. The refresh token is then
+    /// written to --out (or the table's refresh_token_file) with mode
+    /// 0600. Flags override what -c's [oauth2] table says.
+    Authorize(AuthorizeArgs),
+}
+
+/// Arguments of `podrouter oauth2 authorize`.
+#[derive(Debug, Args)]
+pub struct AuthorizeArgs {
+    /// A routing table whose [oauth2] (or [inbox.oauth2], [relay.oauth2])
+    /// gives provider, tenant, client_id, client_secret_file, scopes and
+    /// refresh_token_file; the file need not exist yet.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The provider whose endpoints and scopes to use.
+    #[arg(long, value_parser = ["microsoft", "google"])]
+    provider: Option<String>,
+    /// The Microsoft 365 tenant (directory id or domain).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The application (client) id registered for podrouter.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// The client secret, for a confidential client (Google's have one).
+    #[arg(long, value_name = "FILE")]
+    client_secret_file: Option<PathBuf>,
+    /// Where to write the refresh token.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The device authorization endpoint, instead of the provider's.
+    #[arg(long, value_name = "URL")]
+    device_url: Option<String>,
+    /// The token endpoint, instead of the provider's.
+    #[arg(long, value_name = "URL")]
+    token_url: Option<String>,
+    /// A scope to ask for instead of the provider's (repeatable).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+}
+
 /// The `-c FILE` option shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct ConfigArg {
@@ -362,6 +411,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Held(args) => show_held(&args),
         Command::Release(args) => release(&args),
         Command::Stats(args) => show_stats(&args),
+        Command::Oauth2(Oauth2Command::Authorize(args)) => oauth2_authorize(&args),
         Command::Manpage(args) => manpage(&args),
     };
     match result {
@@ -371,6 +421,30 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `podrouter oauth2 authorize`: the device code flow.
+fn oauth2_authorize(args: &AuthorizeArgs) -> anyhow::Result<ExitCode> {
+    let mut request = crate::oauth::authorize::Request {
+        provider: args
+            .provider
+            .as_deref()
+            .and_then(crate::oauth::Provider::parse),
+        tenant: args.tenant.clone(),
+        client_id: args.client_id.clone(),
+        client_secret_file: args.client_secret_file.clone(),
+        out: args.out.clone(),
+        device_url: args.device_url.clone(),
+        token_url: args.token_url.clone(),
+        scopes: args.scopes.clone(),
+    };
+    if let Some(path) = &args.config {
+        request.fill_from_table(path)?;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    let mut out = std::io::stdout();
+    runtime.block_on(crate::oauth::authorize::authorize(&request, &mut out))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `podrouter run`: the daemon, on a multi-threaded tokio runtime.
@@ -492,7 +566,16 @@ fn server_line(s: &Server) -> String {
         .as_deref()
         .map(|u| format!("{u} at "))
         .unwrap_or_default();
-    format!("{user}{}:{} ({tls})", s.host, s.port)
+    let auth = match &s.auth {
+        Auth::Password if s.password.is_some() => "password".to_owned(),
+        Auth::Password if s.user.is_some() => "password not set".to_owned(),
+        Auth::Password => "no auth".to_owned(),
+        Auth::OAuth2(o) => match o.provider {
+            Some(p) => format!("oauth2 {}", p.name()),
+            None => format!("oauth2 {}", o.token_url),
+        },
+    };
+    format!("{user}{}:{} ({tls}, {auth})", s.host, s.port)
 }
 
 /// `podrouter route`: decide each message and print the decision.

@@ -20,6 +20,8 @@ use crate::route::RoutingTable;
 mod raw;
 mod validate;
 
+pub(crate) use validate::read_secret_file;
+
 /// How a connection to a mail server is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {
@@ -62,6 +64,33 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How podrouter signs in to a server (`auth = "..."`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `auth = "password"` (the default): LOGIN on IMAP, PLAIN or LOGIN on
+    /// SMTP, with `password*`; on SMTP without a user, no AUTH at all.
+    Password,
+    /// `auth = "oauth2"`: XOAUTH2 or OAUTHBEARER with an access token.
+    OAuth2(OAuth2Config),
+}
+
+/// An OAuth2 client: where access tokens come from, for one side or both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuth2Config {
+    /// The preset the table names, if any; `authorize` uses its device URL.
+    pub provider: Option<crate::oauth::Provider>,
+    /// The token endpoint (`token_url`, or the preset's).
+    pub token_url: String,
+    /// The registered application's id (`client_id`).
+    pub client_id: String,
+    /// `client_secret_file`'s content; `None` for a public client.
+    pub client_secret: Option<Secret>,
+    /// Holds the refresh token; rewritten when the provider rotates it.
+    pub refresh_token_file: PathBuf,
+    /// Scopes asked for at each refresh (`scopes`, or the preset's).
+    pub scopes: Vec<String>,
+}
+
 /// One mail server connection (`[inbox]` or `[relay]`), as both share these.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
@@ -77,6 +106,8 @@ pub struct Server {
     pub user: Option<String>,
     /// Password read from `password_file`, `password_env` or inline.
     pub password: Option<Secret>,
+    /// Password or OAuth2 (`auth`).
+    pub auth: Auth,
 }
 
 /// `[inbox]`: the shared support mailbox.

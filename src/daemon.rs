@@ -136,11 +136,13 @@ pub async fn run(
     );
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new(Arc::clone(&config)));
+    crate::oauth::report_to(Arc::clone(&metrics));
     let http = crate::http::bind(&config.http)
         .await?
         .map(|listener| crate::http::spawn(listener, Arc::clone(&metrics), state_dir.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let refreshers = spawn_refreshers(&config);
     let mut daemon = Daemon {
         config_path,
         config,
@@ -157,13 +159,38 @@ pub async fn run(
         unrecorded: std::sync::Mutex::new(Vec::new()),
         clock_offset: clock_offset(),
         escalation_checked: None,
+        refreshers,
     };
     let result = serve_until(&mut daemon, shutdown, stop_tx).await;
     daemon.report_unrecorded();
+    for task in daemon.refreshers.drain(..) {
+        task.abort();
+    }
     if let Some(http) = http {
         http.abort();
     }
     result
+}
+
+/// Starts a task per OAuth2 side that refreshes its access token ahead of
+/// expiry, so a failing refresh shows in the log, `/metrics` and `/healthz`
+/// before a sign-in needs the token.
+fn spawn_refreshers(config: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+    let sides = [
+        ("inbox", config.inbox.as_ref().map(|i| &i.server.auth)),
+        ("relay", config.relay.as_ref().map(|r| &r.server.auth)),
+    ];
+    let mut tasks = Vec::new();
+    for (side, auth) in sides {
+        let Some(crate::config::Auth::OAuth2(oauth2)) = auth else {
+            continue;
+        };
+        match crate::oauth::source(oauth2) {
+            Ok(source) => tasks.push(tokio::spawn(crate::oauth::keep_fresh(source, side))),
+            Err(e) => tracing::error!(side, error = %e, "cannot set up the oauth2 client"),
+        }
+    }
+    tasks
 }
 
 /// Serves until `shutdown`, then gives the work in flight its grace.
@@ -290,6 +317,9 @@ struct Daemon {
     clock_offset: Duration,
     /// When the waiting threads were last looked at.
     escalation_checked: Option<Instant>,
+    /// The tasks keeping OAuth2 access tokens fresh, one per side that
+    /// signs in with OAuth2; started again when a reload changes a side.
+    refreshers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The escalation clock's shift from [`CLOCK_HOOK`]; zero without it.
@@ -576,6 +606,12 @@ impl Daemon {
         );
         self.config = Arc::new(new);
         self.metrics.reloaded(&self.config);
+        if reconnect {
+            for task in self.refreshers.drain(..) {
+                task.abort();
+            }
+            self.refreshers = spawn_refreshers(&self.config);
+        }
         reconnect
     }
 }

@@ -29,7 +29,8 @@ use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{InboxConfig, Server, TlsMode};
+use crate::config::{Auth, InboxConfig, OAuth2Config, Secret, Server, TlsMode};
+use crate::oauth;
 use crate::tls::{self, TlsError};
 
 /// How long connecting, logging in or one command may take.
@@ -101,6 +102,9 @@ pub enum InboxError {
     /// The server's greeting was not OK, or a reply made no sense.
     #[error("imap server: {0}")]
     Protocol(String),
+    /// No OAuth2 access token could be had (logged by the token source).
+    #[error("oauth2: {0}")]
+    OAuth(#[from] crate::oauth::OAuthError),
     /// Any other IMAP failure (lost connection, NO or BAD to a command).
     #[error("imap: {0}")]
     Imap(#[from] async_imap::error::Error),
@@ -540,8 +544,8 @@ async fn starttls(server: &Server, tcp: TcpStream) -> Result<TcpStream, InboxErr
 
 /// Sends one tagged command and reads to its completion; returns the
 /// capabilities announced on the way, if any.
-async fn raw_command(
-    client: &mut Client<TcpStream>,
+async fn raw_command<T: Io>(
+    client: &mut Client<T>,
     tag: &str,
     command: &str,
 ) -> Result<Vec<String>, InboxError> {
@@ -584,22 +588,104 @@ fn capability_name(c: &Capability<'_>) -> String {
     }
 }
 
-/// Logs in; the error names the user, never the password.
+/// Logs in as configured; the error names the user, never the secret.
 async fn login(client: Client<Stream>, server: &Server) -> Result<Session<Stream>, InboxError> {
+    match &server.auth {
+        Auth::Password => password_login(client, server).await,
+        Auth::OAuth2(oauth2) => oauth_login(client, server, oauth2).await,
+    }
+}
+
+/// LOGIN with the password.
+async fn password_login(
+    client: Client<Stream>,
+    server: &Server,
+) -> Result<Session<Stream>, InboxError> {
     let user = server.user.clone().unwrap_or_default();
     let password = server.password.as_ref().map(|p| p.expose()).unwrap_or("");
-    client.login(&user, password).await.map_err(|(e, _)| {
-        let reason = e.to_string();
-        match e {
-            async_imap::error::Error::No(_) => InboxError::Login {
-                host: server.host.clone(),
-                temporary: reason.contains("Unavailable"),
-                user,
-                reason,
-            },
-            other => InboxError::Imap(other),
-        }
-    })
+    client
+        .login(&user, password)
+        .await
+        .map_err(|(e, _)| login_error(e, server))
+}
+
+/// AUTHENTICATE OAUTHBEARER where the server offers it, else XOAUTH2.
+/// A refused token is refreshed once and tried again.
+async fn oauth_login(
+    mut client: Client<Stream>,
+    server: &Server,
+    oauth2: &OAuth2Config,
+) -> Result<Session<Stream>, InboxError> {
+    let source = oauth::source(oauth2)?;
+    let caps = raw_command(&mut client, "P3", "CAPABILITY").await?;
+    let bearer = caps
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("AUTH=OAUTHBEARER"));
+    let token = source.token("inbox").await?;
+    let (e, client) = match authenticate(client, server, bearer, &token).await {
+        Ok(session) => return Ok(session),
+        Err(refused) => refused,
+    };
+    if !matches!(e, async_imap::error::Error::No(_)) {
+        return Err(login_error(e, server));
+    }
+    tracing::warn!(
+        host = %server.host,
+        reason = %e,
+        "imap server refused the oauth2 access token; refreshing it once"
+    );
+    let token = source.refresh_after("inbox", &token).await?;
+    authenticate(client, server, bearer, &token)
+        .await
+        .map_err(|(e, _)| login_error(e, server))
+}
+
+/// One AUTHENTICATE exchange with `token`.
+async fn authenticate(
+    client: Client<Stream>,
+    server: &Server,
+    bearer: bool,
+    token: &Secret,
+) -> Result<Session<Stream>, (async_imap::error::Error, Client<Stream>)> {
+    let user = server.user.as_deref().unwrap_or("");
+    let (mechanism, response) = if bearer {
+        let r = oauth::oauthbearer(user, &server.host, server.port, token);
+        ("OAUTHBEARER", r)
+    } else {
+        ("XOAUTH2", oauth::xoauth2(user, token))
+    };
+    let sasl = InitialResponse {
+        response: Some(response),
+    };
+    client.authenticate(mechanism, sasl).await
+}
+
+/// Answers the first challenge with the SASL initial response, and any
+/// later one (an error report) with an empty line, which ends the exchange.
+struct InitialResponse {
+    response: Option<String>,
+}
+
+impl async_imap::Authenticator for InitialResponse {
+    type Response = String;
+
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        self.response.take().unwrap_or_default()
+    }
+}
+
+/// A refused login as [`InboxError::Login`], other failures as they are.
+fn login_error(e: async_imap::error::Error, server: &Server) -> InboxError {
+    let reason = e.to_string();
+    match e {
+        async_imap::error::Error::No(_) => InboxError::Login {
+            host: server.host.clone(),
+            temporary: reason.contains("Unavailable"),
+            user: server.user.clone().unwrap_or_default(),
+            reason,
+        },
+        other => InboxError::Imap(other),
+    }
 }
 
 #[cfg(test)]
@@ -662,6 +748,7 @@ mod tests {
                 ca_file: None,
                 user: Some("support".into()),
                 password: Some(crate::config::Secret::new("secret")),
+                auth: crate::config::Auth::Password,
             },
             folder: "INBOX".into(),
             done_folder: "Routed".into(),

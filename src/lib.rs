@@ -30,6 +30,8 @@
 //!   `trace`, `held`, `stats`) and `release`, which relays held mail.
 //! - [`metrics`]: the daemon's Prometheus metrics and health, shared
 //!   with [`http`], which serves `/metrics`, `/healthz` and `/status`.
+//! - [`oauth`]: OAuth2 access tokens (refresh, rotation) for XOAUTH2 and
+//!   OAUTHBEARER sign-in on either side.
 //! - [`watchdog`]: systemd watchdog pings when `WatchdogSec=` is set.
 //! - [`cli`]: the `podrouter` subcommands.
 #![forbid(unsafe_code)]
@@ -48,6 +50,7 @@ pub mod http;
 pub mod inbox;
 pub mod journal;
 pub mod metrics;
+pub mod oauth;
 pub mod ops;
 pub mod phone;
 pub mod relay;

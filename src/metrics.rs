@@ -12,6 +12,7 @@
 //! Prometheus' conventions (`_total` for counters, base units in the name)
 //! and are encoded by the `prometheus-client` crate.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +26,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::Config;
 use crate::inbox::InboxError;
+use crate::oauth::OAuthError;
 use crate::relay::RelayError;
 
 /// The content type of [`Metrics::encode`]'s text.
@@ -69,6 +71,12 @@ struct Outcome {
     result: &'static str,
 }
 
+/// A `side` label: `inbox` or `relay`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Side {
+    side: &'static str,
+}
+
 /// The daemon's metrics and health, shared with the HTTP endpoint.
 pub struct Metrics {
     /// Holds a handle of every metric below, for encoding.
@@ -106,6 +114,10 @@ pub struct Metrics {
     config_loaded: Gauge<f64, AtomicU64>,
     /// Size of the table in force: clients, pods, domains, addresses, phones.
     table: Family<Kind, Gauge>,
+    /// Unix time the side's OAuth2 access token expires.
+    oauth_expiry: Family<Side, Gauge<f64, AtomicU64>>,
+    /// Failed OAuth2 token refreshes, by side.
+    oauth_failures: Family<Side, Counter>,
     /// What `/healthz` answers from.
     health: Mutex<Health>,
     /// The table in force and its story, for `/status`.
@@ -126,6 +138,8 @@ struct Health {
     relay: Option<Result<(), String>>,
     /// When the relay was last heard of, answered or not.
     relay_at: Option<Instant>,
+    /// Each OAuth2 side's last refresh: `Err` with why it failed.
+    oauth: BTreeMap<&'static str, Result<(), String>>,
 }
 
 /// The table in force, for `/status`.
@@ -238,8 +252,23 @@ impl Metrics {
             "Entries of the routing table in force, by kind",
             table.clone(),
         );
+        let oauth_expiry = Family::<Side, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "oauth_token_expiry",
+            "Unix time the OAuth2 access token of a side (inbox, relay) expires",
+            Unit::Seconds,
+            oauth_expiry.clone(),
+        );
+        let oauth_failures = Family::<Side, Counter>::default();
+        registry.register(
+            "oauth_refresh_failures",
+            "Failed OAuth2 access token refreshes, by side (inbox, relay)",
+            oauth_failures.clone(),
+        );
         let metrics = Metrics {
             registry,
+            oauth_expiry,
+            oauth_failures,
             messages,
             relay_seconds,
             filed_seconds,
@@ -262,6 +291,7 @@ impl Metrics {
                 last_wake: None,
                 relay: None,
                 relay_at: None,
+                oauth: BTreeMap::new(),
             }),
             table_state: RwLock::new(TableState {
                 config: Arc::clone(&config),
@@ -396,6 +426,23 @@ impl Metrics {
         }
     }
 
+    // --------------------------------------------------------------- oauth2
+
+    /// A side's OAuth2 access token was refreshed; it expires at `expires_at`.
+    pub fn oauth_refreshed(&self, side: &'static str, expires_at: SystemTime) {
+        self.oauth_expiry
+            .get_or_create(&Side { side })
+            .set(unix_seconds(expires_at));
+        let _ = self.oauth_failures.get_or_create(&Side { side });
+        self.health().oauth.insert(side, Ok(()));
+    }
+
+    /// A side's OAuth2 refresh failed; `/healthz` says so until one works.
+    pub fn oauth_refresh_failed(&self, side: &'static str, error: &OAuthError) {
+        self.oauth_failures.get_or_create(&Side { side }).inc();
+        self.health().oauth.insert(side, Err(error.to_string()));
+    }
+
     // --------------------------------------------------------------- inbox
 
     /// The inbox is connected; a wake-up older than `wake_limit` is stale.
@@ -490,6 +537,9 @@ impl Metrics {
     /// the relay answered its last check; else the first reason why not.
     pub fn check_health(&self) -> Result<(), String> {
         let health = self.health();
+        if let Some((side, Err(reason))) = health.oauth.iter().find(|(_, r)| r.is_err()) {
+            return Err(format!("{side}: oauth2 token refresh failed: {reason}"));
+        }
         if let Err(reason) = &health.inbox {
             return Err(format!("inbox not connected: {reason}"));
         }
@@ -519,12 +569,13 @@ fn unix_seconds(at: SystemTime) -> f64 {
 }
 
 /// Every `kind` of `podrouter_imap_errors_total`.
-const IMAP_KINDS: [&str; 8] = [
-    "connect", "timeout", "tls", "setup", "login", "folder", "protocol", "imap",
+const IMAP_KINDS: [&str; 9] = [
+    "oauth2", "connect", "timeout", "tls", "setup", "login", "folder", "protocol", "imap",
 ];
 
 /// Every `kind` of `podrouter_smtp_errors_total`.
-const SMTP_KINDS: [&str; 11] = [
+const SMTP_KINDS: [&str; 12] = [
+    "oauth2",
     "connect",
     "unavailable",
     "timeout",
@@ -549,6 +600,7 @@ fn imap_kind(error: &InboxError) -> &'static str {
         InboxError::Folder { .. } => "folder",
         InboxError::Protocol(_) => "protocol",
         InboxError::Imap(_) => "imap",
+        InboxError::OAuth(_) => "oauth2",
     }
 }
 
@@ -561,6 +613,7 @@ fn smtp_kind(error: &RelayError) -> &'static str {
         RelayError::Tls(_) | RelayError::Handshake { .. } => "tls",
         RelayError::PlaintextNotLoopback { .. } => "setup",
         RelayError::Session(_) => "session",
+        RelayError::OAuth(_) => "oauth2",
         RelayError::Address { .. } => "address",
         RelayError::Smtp(_) if error.is_permanent() => "permanent",
         RelayError::Smtp(e) if e.status().is_some() => "transient",
@@ -595,6 +648,29 @@ addresses = ["clerk@mail.example"]
     }
 
     #[test]
+    fn oauth_refresh_failures_show_in_metrics_and_health() {
+        let m = Metrics::new(table());
+        let at = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        m.oauth_refreshed("inbox", at);
+        let text = m.encode();
+        assert!(text.contains("podrouter_oauth_token_expiry_seconds{side=\"inbox\"} 2000000000"));
+        assert!(text.contains("podrouter_oauth_refresh_failures_total{side=\"inbox\"} 0"));
+        let e = OAuthError::Refused {
+            url: "http://127.0.0.1:1/token".into(),
+            reason: "invalid_grant".into(),
+            revoked: true,
+        };
+        m.oauth_refresh_failed("inbox", &e);
+        assert!(m
+            .encode()
+            .contains("podrouter_oauth_refresh_failures_total{side=\"inbox\"} 1"));
+        let health = m.check_health().unwrap_err();
+        assert!(health.contains("oauth2 token refresh failed"), "{health}");
+        m.oauth_refreshed("inbox", at);
+        assert!(!m.check_health().unwrap_err().contains("oauth2"));
+    }
+
+    #[test]
     fn counters_and_table_size_are_encoded_with_prometheus_names() {
         let m = Metrics::new(table());
         m.message_filed(Some("east"), "relay", Duration::from_millis(30));
@@ -604,8 +680,8 @@ addresses = ["clerk@mail.example"]
         m.retried();
         m.reload_failed("t.toml:1:1: broken");
         let text = m.encode();
-        assert_eq!(text.matches("podrouter_imap_errors_total{").count(), 8);
-        assert_eq!(text.matches("podrouter_smtp_errors_total{").count(), 11);
+        assert_eq!(text.matches("podrouter_imap_errors_total{").count(), 9);
+        assert_eq!(text.matches("podrouter_smtp_errors_total{").count(), 12);
         for line in [
             "podrouter_messages_total{pod=\"east\",action=\"relay\"} 2",
             "podrouter_messages_total{pod=\"\",action=\"hold\"} 1",

@@ -25,7 +25,7 @@
 //! lettre's `tracing` feature stays off: its debug output writes the AUTH
 //! line.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
@@ -36,7 +36,8 @@ use lettre::transport::smtp::response::Response;
 use lettre::Address;
 use tokio::net::TcpStream;
 
-use crate::config::{RelayConfig, Server, TlsMode};
+use crate::config::{Auth, RelayConfig, Server, TlsMode};
+use crate::oauth::{self, TokenSource};
 use crate::tls::{self, TlsError};
 
 /// How long connecting and setting up a session may take.
@@ -102,6 +103,9 @@ pub enum RelayError {
         /// The step.
         what: &'static str,
     },
+    /// No OAuth2 access token could be had (logged by the token source).
+    #[error("oauth2: {0}")]
+    OAuth(#[from] crate::oauth::OAuthError),
     /// The transaction failed (connection, or a negative reply).
     #[error("smtp: {}", reply_of(.0))]
     Smtp(#[source] lettre::transport::smtp::Error),
@@ -199,6 +203,8 @@ pub struct Relay {
     starttls: Option<TlsParameters>,
     /// Login for AUTH, when the config has one.
     credentials: Option<Credentials>,
+    /// Access tokens for AUTH XOAUTH2, with `auth = "oauth2"`.
+    oauth: Option<Arc<TokenSource>>,
     /// The name given in EHLO.
     hello: ClientId,
     /// The envelope sender.
@@ -236,7 +242,12 @@ impl Relay {
             TlsMode::None if tls::is_loopback_host(&server.host) => None,
             TlsMode::None => return Err(RelayError::PlaintextNotLoopback { host: server.host }),
         };
+        let oauth = match &server.auth {
+            Auth::OAuth2(c) => Some(oauth::source(c)?),
+            Auth::Password => None,
+        };
         let credentials = match (&server.user, &server.password) {
+            _ if oauth.is_some() => None,
             (Some(user), Some(password)) => {
                 Some(Credentials::new(user.clone(), password.expose().to_owned()))
             }
@@ -246,6 +257,7 @@ impl Relay {
             from: parse_address(&config.from)?,
             starttls,
             credentials,
+            oauth,
             hello: hello_name(),
             idle: Mutex::new(Vec::new()),
             down: Mutex::new(None),
@@ -464,7 +476,48 @@ impl Relay {
                 .await
                 .map_err(RelayError::Session)?;
         }
+        if let Some(source) = &self.oauth {
+            self.oauth_auth(&mut conn, source).await?;
+        }
         Ok(conn)
+    }
+
+    /// AUTH XOAUTH2; a refused token is refreshed once and tried again.
+    async fn oauth_auth(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        source: &TokenSource,
+    ) -> Result<(), RelayError> {
+        let user = self.server.user.clone().unwrap_or_default();
+        let token = source.token("relay").await?;
+        let credentials = Credentials::new(user.clone(), token.expose().to_owned());
+        let refused = match conn.auth(&[Mechanism::Xoauth2], &credentials).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_permanent() => e,
+            Err(e) if e.is_client() && e.to_string().contains("challenge") => {
+                // Gmail refuses with an error challenge (334), which lettre
+                // does not answer: this session is lost, so the new token
+                // serves the next one.
+                tracing::warn!(
+                    host = %self.server.host,
+                    "smtp relay refused the oauth2 access token; refreshing it once"
+                );
+                source.refresh_after("relay", &token).await?;
+                return Err(RelayError::Session(e));
+            }
+            Err(e) => return Err(RelayError::Session(e)),
+        };
+        tracing::warn!(
+            host = %self.server.host,
+            reply = %reply_of(&refused),
+            "smtp relay refused the oauth2 access token; refreshing it once"
+        );
+        let token = source.refresh_after("relay", &token).await?;
+        let credentials = Credentials::new(user, token.expose().to_owned());
+        conn.auth(&[Mechanism::Xoauth2], &credentials)
+            .await
+            .map(|_| ())
+            .map_err(RelayError::Session)
     }
 
     fn handshake_error(&self, e: tls::ConnectError) -> RelayError {
@@ -548,6 +601,7 @@ mod tests {
                 ca_file: None,
                 user: None,
                 password: None,
+                auth: crate::config::Auth::Password,
             },
             from: "support@vendor.example".to_owned(),
             from_mode: FromMode::Rewrite,

@@ -29,11 +29,42 @@ pub enum FromMode {
     Keep,
 }
 
+/// `auth = "..."` as written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    Password,
+    Oauth2,
+}
+
+/// `provider = "..."` in an `[oauth2]` table, as written.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Microsoft,
+    Google,
+}
+
+/// `[oauth2]`, `[inbox.oauth2]` or `[relay.oauth2]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2 {
+    pub provider: Option<Spanned<Provider>>,
+    pub tenant: Option<Spanned<String>>,
+    pub token_url: Option<Spanned<String>>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret_file: Option<Spanned<PathBuf>>,
+    pub refresh_token_file: Option<Spanned<PathBuf>>,
+    pub scopes: Option<Vec<String>>,
+}
+
 /// `[inbox]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inbox {
     pub server: Spanned<String>,
+    pub auth: Option<Spanned<Auth>>,
+    pub oauth2: Option<OAuth2>,
     pub port: Option<u16>,
     pub tls: Option<Spanned<Tls>>,
     pub ca_file: Option<Spanned<PathBuf>>,
@@ -52,6 +83,8 @@ pub struct Inbox {
 #[serde(deny_unknown_fields)]
 pub struct Relay {
     pub server: Spanned<String>,
+    pub auth: Option<Spanned<Auth>>,
+    pub oauth2: Option<OAuth2>,
     pub port: Option<u16>,
     pub tls: Option<Spanned<Tls>>,
     pub ca_file: Option<Spanned<PathBuf>>,
@@ -140,6 +173,8 @@ impl Keys for Inbox {
         "password",
         "password_file",
         "password_env",
+        "auth",
+        "oauth2",
         "folder",
         "done_folder",
         "hold_folder",
@@ -157,9 +192,23 @@ impl Keys for Relay {
         "password",
         "password_file",
         "password_env",
+        "auth",
+        "oauth2",
         "from",
         "from_mode",
         "connections",
+    ];
+}
+
+impl Keys for OAuth2 {
+    const KEYS: &'static [&'static str] = &[
+        "provider",
+        "tenant",
+        "token_url",
+        "client_id",
+        "client_secret_file",
+        "refresh_token_file",
+        "scopes",
     ];
 }
 

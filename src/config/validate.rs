@@ -15,11 +15,12 @@ use toml::Spanned;
 
 use super::raw;
 use super::{
-    Client, Config, ConfigError, DaemonConfig, FromMode, HttpConfig, InboxConfig, Member, Pod,
-    Problem, RelayConfig, Respond, Secret, Server, StormConfig, TlsMode, VoicemailConfig,
-    VoicemailField,
+    Auth, Client, Config, ConfigError, DaemonConfig, FromMode, HttpConfig, InboxConfig, Member,
+    OAuth2Config, Pod, Problem, RelayConfig, Respond, Secret, Server, StormConfig, TlsMode,
+    VoicemailConfig, VoicemailField,
 };
 use crate::address::{normalize_address, normalize_domain, split_mailbox};
+use crate::oauth::Provider;
 use crate::phone;
 use crate::route::{Claimed, RoutingTable};
 
@@ -73,6 +74,8 @@ struct Sections {
     http: raw::Http,
     routing: raw::Routing,
     voicemail: Option<raw::Voicemail>,
+    /// `[oauth2]`: the OAuth2 client both sides use unless they have their own.
+    oauth2: Option<raw::OAuth2>,
     /// Pods in file order.
     pods: Vec<Keyed<raw::Pod>>,
     /// Clients in file order.
@@ -174,13 +177,14 @@ impl Validator<'_> {
                 "http" => s.http = self.section(value).unwrap_or_default(),
                 "routing" => s.routing = self.section(value).unwrap_or_default(),
                 "voicemail" => s.voicemail = Some(self.section(value).unwrap_or_default()),
+                "oauth2" => s.oauth2 = self.section(value),
                 "pods" => s.pods = self.keyed("pods", value),
                 "clients" => s.clients = self.keyed("clients", value),
                 other => self.problem(
                     key.span(),
                     format!(
                         "unknown section `{other}`, expected one of `inbox`, `relay`, \
-                         `daemon`, `http`, `routing`, `voicemail`, `pods`, `clients`"
+                         `daemon`, `http`, `routing`, `voicemail`, `oauth2`, `pods`, `clients`"
                     ),
                 ),
             }
@@ -222,8 +226,19 @@ impl Validator<'_> {
 
     /// Checks the sections against each other and builds the config.
     fn build(&mut self, s: Sections) -> Config {
-        let inbox = s.inbox.map(|i| self.inbox(i));
-        let relay = s.relay.map(|r| self.relay(r));
+        let shared = s.oauth2.as_ref();
+        let inbox = s.inbox.map(|i| self.inbox(i, shared));
+        let relay = s.relay.map(|r| self.relay(r, shared));
+        let used = |a: Option<&Server>| a.is_some_and(|s| matches!(s.auth, Auth::OAuth2(_)));
+        if shared.is_some()
+            && !used(inbox.as_ref().map(|i| &i.server))
+            && !used(relay.as_ref().map(|r| &r.server))
+        {
+            self.warnings.push(format!(
+                "{}: [oauth2] is not used: neither side has auth = \"oauth2\"",
+                self.path.display()
+            ));
+        }
         let default_region = s.routing.default_region.and_then(|r| {
             let span = r.span();
             let region = r.into_inner().to_ascii_uppercase();
@@ -334,7 +349,7 @@ impl Validator<'_> {
         }
     }
 
-    fn inbox(&mut self, i: raw::Inbox) -> InboxConfig {
+    fn inbox(&mut self, i: raw::Inbox, shared: Option<&raw::OAuth2>) -> InboxConfig {
         let tls = tls_mode(i.tls.as_ref());
         let port = i.port.unwrap_or(match tls {
             TlsMode::Implicit => 993,
@@ -348,7 +363,9 @@ impl Validator<'_> {
             file: i.password_file,
             env: i.password_env,
         };
-        let server = self.server("inbox", i.server, port, i.tls, i.ca_file, i.user, secret);
+        let auth = self.auth("inbox", &i.server, i.auth, i.oauth2, shared, &secret);
+        let mut server = self.server("inbox", i.server, port, i.tls, i.ca_file, i.user, secret);
+        server.auth = auth;
         let poll_interval = match i.poll_interval {
             Some(p) => self.duration(&p).unwrap_or(Duration::from_secs(60)),
             None => Duration::from_secs(60),
@@ -374,7 +391,7 @@ impl Validator<'_> {
         }
     }
 
-    fn relay(&mut self, r: raw::Relay) -> RelayConfig {
+    fn relay(&mut self, r: raw::Relay, shared: Option<&raw::OAuth2>) -> RelayConfig {
         let tls = tls_mode(r.tls.as_ref());
         let port = r.port.unwrap_or(match tls {
             TlsMode::Implicit => 465,
@@ -386,7 +403,15 @@ impl Validator<'_> {
             file: r.password_file,
             env: r.password_env,
         };
-        let server = self.server("relay", r.server, port, r.tls, r.ca_file, r.user, secret);
+        let auth = self.auth("relay", &r.server, r.auth, r.oauth2, shared, &secret);
+        if matches!(auth, Auth::OAuth2(_)) && r.user.is_none() {
+            self.problem(
+                r.server.span(),
+                "relay: auth = \"oauth2\" needs a `user` to sign in as",
+            );
+        }
+        let mut server = self.server("relay", r.server, port, r.tls, r.ca_file, r.user, secret);
+        server.auth = auth;
         let from = match normalize_address(r.from.get_ref()) {
             Ok(a) => a,
             Err(e) => {
@@ -457,7 +482,154 @@ impl Validator<'_> {
             ca_file: ca_file.map(Spanned::into_inner),
             user,
             password,
+            auth: Auth::Password,
         }
+    }
+
+    /// `auth` and the OAuth2 table it uses: the side's own, else `[oauth2]`.
+    fn auth(
+        &mut self,
+        section: &str,
+        server: &Spanned<String>,
+        auth: Option<Spanned<raw::Auth>>,
+        own: Option<raw::OAuth2>,
+        shared: Option<&raw::OAuth2>,
+        secret: &Secrets,
+    ) -> Auth {
+        let oauth2 = matches!(auth.as_ref().map(|a| *a.get_ref()), Some(raw::Auth::Oauth2));
+        if !oauth2 {
+            if own.is_some() {
+                self.problem(
+                    server.span(),
+                    format!("[{section}.oauth2] is only used with auth = \"oauth2\""),
+                );
+            }
+            return Auth::Password;
+        }
+        let span = auth.map_or(server.span(), |a| a.span());
+        if secret.inline.is_some() || secret.file.is_some() || secret.env.is_some() {
+            self.problem(
+                span.clone(),
+                format!(
+                    "{section}: auth = \"oauth2\" takes no password, password_file or password_env"
+                ),
+            );
+        }
+        let Some(table) = own.as_ref().or(shared) else {
+            self.problem(
+                span,
+                format!(
+                    "{section}: auth = \"oauth2\" needs an [oauth2] or [{section}.oauth2] table"
+                ),
+            );
+            return Auth::Password;
+        };
+        match self.oauth2(section, span, table) {
+            Some(c) => Auth::OAuth2(c),
+            None => Auth::Password,
+        }
+    }
+
+    /// Checks one OAuth2 table and fills in its provider's preset.
+    fn oauth2(&mut self, section: &str, at: Range<usize>, t: &raw::OAuth2) -> Option<OAuth2Config> {
+        let provider = t.provider.as_ref().map(|p| match p.get_ref() {
+            raw::Provider::Microsoft => Provider::Microsoft,
+            raw::Provider::Google => Provider::Google,
+        });
+        let tenant = t.tenant.as_ref().map(|t| t.get_ref().trim().to_owned());
+        if provider == Some(Provider::Microsoft) && tenant.as_deref().is_none_or(str::is_empty) {
+            let span = t.provider.as_ref().map_or(at.clone(), |p| p.span());
+            self.problem(
+                span,
+                "oauth2: provider = \"microsoft\" needs a `tenant` (the directory id or domain, \
+                 or \"organizations\")",
+            );
+        }
+        if let (Some(tn), Some(p)) = (&t.tenant, provider) {
+            if p != Provider::Microsoft {
+                self.problem(
+                    tn.span(),
+                    "oauth2.tenant is only for provider = \"microsoft\"",
+                );
+            }
+        }
+        let token_url = match (&t.token_url, provider) {
+            (Some(u), _) => {
+                let url = u.get_ref().trim().to_owned();
+                let local = url.starts_with("http://") && is_loopback(url_host(&url));
+                if !url.starts_with("https://") && !local {
+                    self.problem(
+                        u.span(),
+                        format!(
+                            "oauth2.token_url {url:?} must be https:// (http:// only to loopback)"
+                        ),
+                    );
+                }
+                url
+            }
+            (None, Some(p)) => p.token_url(tenant.as_deref().unwrap_or("organizations")),
+            (None, None) => {
+                self.problem(
+                    at.clone(),
+                    format!("{section}: oauth2 needs a `provider` or a `token_url`"),
+                );
+                String::new()
+            }
+        };
+        let client_id = match &t.client_id {
+            Some(c) if !c.get_ref().trim().is_empty() => c.get_ref().trim().to_owned(),
+            Some(c) => {
+                self.problem(c.span(), "oauth2.client_id must not be empty");
+                String::new()
+            }
+            None => {
+                self.problem(at.clone(), format!("{section}: oauth2 needs a `client_id`"));
+                String::new()
+            }
+        };
+        let client_secret = t.client_secret_file.as_ref().and_then(|f| {
+            read_secret_file(f.get_ref())
+                .map_err(|e| self.problem(f.span(), format!("oauth2.client_secret_file {e}")))
+                .ok()
+        });
+        if provider == Some(Provider::Google) && t.client_secret_file.is_none() {
+            self.problem(
+                at.clone(),
+                "oauth2: provider = \"google\" needs a `client_secret_file` (Google's device \
+                 clients have a secret)",
+            );
+        }
+        let refresh_token_file = match &t.refresh_token_file {
+            Some(f) => {
+                if let Err(e) = read_secret_file(f.get_ref()) {
+                    let msg = format!(
+                        "oauth2.refresh_token_file {e} (podrouter oauth2 authorize writes it)"
+                    );
+                    self.problem(f.span(), msg);
+                }
+                f.get_ref().clone()
+            }
+            None => {
+                self.problem(
+                    at,
+                    format!("{section}: oauth2 needs a `refresh_token_file`"),
+                );
+                PathBuf::new()
+            }
+        };
+        let scopes = match (&t.scopes, provider) {
+            (Some(s), _) => s.clone(),
+            (None, Some(p)) => p.default_scopes(),
+            (None, None) => Vec::new(),
+        };
+        Some(OAuth2Config {
+            provider,
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token_file,
+            scopes,
+        })
     }
 
     /// Resolves the one password source a server section may have.
@@ -868,8 +1040,18 @@ struct Secrets {
     env: Option<Spanned<String>>,
 }
 
+/// The host of an `http(s)://host[:port]/...` URL.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    authority.split(':').next().unwrap_or("")
+}
+
 /// Reads a password file, refusing one that others could read.
-fn read_secret_file(path: &Path) -> Result<Secret, String> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, String> {
     use std::os::unix::fs::PermissionsExt;
 
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
