@@ -492,6 +492,34 @@ fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A pod's hunt group, acknowledgements and escalation, for the summary;
+/// `None` when it has none of them.
+fn pod_settings(pod: &crate::config::Pod) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(phone) = &pod.phone {
+        parts.push(format!("hunt group {phone}"));
+    }
+    if pod.ack {
+        let every = humantime::format_duration(pod.ack_interval);
+        parts.push(format!("acknowledges (once per {every})"));
+    }
+    if let Some(r) = &pod.respond {
+        let within = humantime::format_duration(r.within);
+        let hours = if r.hours.is_some() {
+            let zone = r.time_zone.iana_name().unwrap_or("UTC");
+            format!(" of business hours ({zone})")
+        } else {
+            String::new()
+        };
+        let also = r
+            .escalate_to
+            .as_ref()
+            .map_or(String::new(), |a| format!(", also to {a}"));
+        parts.push(format!("escalates after {within}{hours}{also}"));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// Writes the one-screen summary of a valid table.
 fn write_summary(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
     writeln!(out, "{}: ok", c.path.display())?;
@@ -535,6 +563,17 @@ fn write_summary(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
             clients
         )?;
     }
+    let settings: Vec<(&str, String)> = c
+        .pods
+        .values()
+        .filter_map(|p| Some((p.key.as_str(), pod_settings(p)?)))
+        .collect();
+    if !settings.is_empty() {
+        writeln!(out)?;
+    }
+    for (key, line) in settings {
+        writeln!(out, "  {key:<14} {line}")?;
+    }
     let members: usize = c.pods.values().map(|p| p.members.len()).sum();
     let (clients, addresses, domains, phones) = c.table.sizes();
     writeln!(out)?;
@@ -557,7 +596,7 @@ fn write_summary(out: &mut impl Write, c: &Config) -> std::io::Result<()> {
 /// `imaps://user@host:port`-style text for the summary.
 fn server_line(s: &Server) -> String {
     let tls = match s.tls {
-        TlsMode::Implicit => "tls",
+        TlsMode::Implicit => "implicit tls",
         TlsMode::Starttls => "starttls",
         TlsMode::None => "plaintext",
     };
