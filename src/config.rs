@@ -20,6 +20,8 @@ use crate::route::RoutingTable;
 mod raw;
 mod validate;
 
+pub use validate::endpoint_allowed;
+
 pub(crate) use validate::read_secret_file;
 
 /// How a connection to a mail server is secured.

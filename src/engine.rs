@@ -290,7 +290,10 @@ fn decide_parsed(config: &Config, msg: &Message<'_>, threads: &dyn ThreadLookup)
         d.sender_name = s.name.clone();
     }
     let address = sender.as_ref().map(|s| s.address.as_str());
-    if let Some(vm) = voicemail::detect(config, msg, address) {
+    // A technician's own mail is never voicemail, whatever headers it
+    // carries: it goes to the rest of the pod, never back to its author.
+    let member = address.is_some_and(|a| !config.member_pods(a).is_empty());
+    if let Some(vm) = voicemail::detect(config, msg, address).filter(|_| !member) {
         return decide_voicemail(config, msg, d, sender.as_ref(), vm);
     }
     if let Some(s) = &sender {

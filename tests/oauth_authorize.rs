@@ -118,3 +118,37 @@ fn authorize_without_a_provider_or_urls_is_a_usage_error() {
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("--provider"));
 }
+
+/// The endpoints follow `check`'s rule (https, or http to loopback only),
+/// and `--out` is checked before anyone signs in. Neither call reaches a
+/// network.
+#[test]
+fn authorize_refuses_plain_http_and_a_missing_out_folder_up_front() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_podrouter"))
+            .args(["oauth2", "authorize", "--client-id", "x"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let http = run(&[
+        "--device-url",
+        "http://example.com/dev",
+        "--token-url",
+        "https://example.com/tok",
+        "--out",
+        "/tmp/podrouter-never-written",
+    ]);
+    assert_eq!(http.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&http.stderr).contains("must be https://"));
+    let out = run(&[
+        "--device-url",
+        "http://127.0.0.1:9/dev",
+        "--token-url",
+        "http://127.0.0.1:9/tok",
+        "--out",
+        "/nonexistent-podrouter-dir/token",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the folder must exist"));
+}

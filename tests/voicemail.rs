@@ -202,3 +202,25 @@ mod never_panics {
         }
     }
 }
+
+/// A technician's mail that happens to carry a PBX header is not
+/// voicemail: it goes to the rest of the pod, never back to its author.
+#[test]
+fn a_pod_members_mail_with_asterisk_headers_is_not_voicemail() {
+    let config = table("");
+    let raw = b"From: ana@vendor.example\r\nTo: support@vendor.example\r\n\
+        X-Asterisk-CallerID: 4035550100\r\nSubject: note\r\nMessage-ID: <m1@vendor.example>\r\n\
+        \r\nhello\r\n";
+    let d = engine::decide(&config, raw);
+    assert_ne!(
+        d.rule.as_ref().map(|r| r.kind()),
+        Some("phone"),
+        "{}",
+        d.reason
+    );
+    assert!(
+        !d.recipients.iter().any(|r| r == "ana@vendor.example"),
+        "{:?}",
+        d.recipients
+    );
+}

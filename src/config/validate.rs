@@ -556,8 +556,7 @@ impl Validator<'_> {
         let token_url = match (&t.token_url, provider) {
             (Some(u), _) => {
                 let url = u.get_ref().trim().to_owned();
-                let local = url.starts_with("http://") && is_loopback(url_host(&url));
-                if !url.starts_with("https://") && !local {
+                if !endpoint_allowed(&url) {
                     self.problem(
                         u.span(),
                         format!(
@@ -1038,6 +1037,13 @@ struct Secrets {
     inline: Option<Spanned<String>>,
     file: Option<Spanned<PathBuf>>,
     env: Option<Spanned<String>>,
+}
+
+/// Whether a token or device endpoint may be used: `https://`, or
+/// `http://` to loopback only (a test endpoint).
+pub fn endpoint_allowed(url: &str) -> bool {
+    let url = url.trim();
+    url.starts_with("https://") || (url.starts_with("http://") && is_loopback(url_host(url)))
 }
 
 /// The host of an `http(s)://host[:port]/...` URL.

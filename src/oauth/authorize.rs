@@ -96,6 +96,11 @@ pub async fn authorize(r: &Request, out: &mut impl Write) -> anyhow::Result<Path
         (None, Some(p)) => p.token_url(tenant),
         (None, None) => bail!("give --provider microsoft|google, or --token-url"),
     };
+    for (flag, url) in [("--device-url", &device_url), ("--token-url", &token_url)] {
+        if !crate::config::endpoint_allowed(url) {
+            bail!("{flag} {url:?} must be https:// (http:// only to loopback)");
+        }
+    }
     let client_id = r
         .client_id
         .clone()
@@ -104,6 +109,17 @@ pub async fn authorize(r: &Request, out: &mut impl Write) -> anyhow::Result<Path
         .out
         .clone()
         .ok_or_else(|| anyhow!("give --out FILE, or -c with a refresh_token_file"))?;
+    // Checked before the person signs in, so a sign-in is never wasted.
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !folder.is_dir() || path.is_dir() {
+        bail!(
+            "--out {}: the folder must exist and the name must not be a folder",
+            path.display()
+        );
+    }
     let scopes = match (r.scopes.is_empty(), r.provider) {
         (false, _) | (true, None) => r.scopes.clone(),
         (true, Some(p)) => p.default_scopes(),
