@@ -210,7 +210,7 @@ impl<F: Fn(&[String]) -> Option<ThreadRef>> ThreadLookup for F {
 
 impl Decision {
     /// A decision with no route yet: the message is held with `reason`.
-    fn held(reason: impl Into<String>) -> Self {
+    pub fn held(reason: impl Into<String>) -> Self {
         Decision {
             action: Action::Hold,
             sender: None,

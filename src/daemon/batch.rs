@@ -478,7 +478,6 @@ impl Daemon {
     }
 }
 
-/// The span every log line about one message carries.
 /// Groups the sends by sender, each group in UID order, the groups in the
 /// order of their first message, so one sender's mail goes out in order.
 fn lanes(sends: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
@@ -498,6 +497,7 @@ fn lanes(sends: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
     lanes
 }
 
+/// The span every log line about one message carries.
 fn message_span(uid: u32, message_id: &str) -> tracing::Span {
     tracing::info_span!("message", uid, message_id)
 }
@@ -510,19 +510,7 @@ fn decide(config: &Config, raw: &[u8], threads: &dyn ThreadLookup) -> Decision {
         Ok(decision) => decision,
         Err(_) => {
             tracing::error!("the routing engine failed on a message; holding it");
-            Decision {
-                action: Action::Hold,
-                sender: None,
-                sender_name: None,
-                client: None,
-                pod: None,
-                rule: None,
-                reason: "the routing engine failed on this message".to_owned(),
-                recipients: Vec::new(),
-                message_id: None,
-                subject: None,
-                personal: crate::engine::Personal::default(),
-            }
+            Decision::held("the routing engine failed on this message")
         }
     }
 }
