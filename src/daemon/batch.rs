@@ -402,7 +402,7 @@ impl Daemon {
 
     /// Runs a journal write on the blocking pool, so the fsync does not
     /// stall the relays in flight.
-    async fn write<T: Send + 'static>(
+    pub(super) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
     ) -> Result<T, JournalError> {

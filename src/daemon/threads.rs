@@ -197,9 +197,13 @@ impl Daemon {
     /// Sends one acknowledgement unless the address had one within the
     /// interval.
     async fn acknowledge(&self, plan: AckPlan, thread: Option<i64>, relay: &Relay) {
+        // On the blocking pool, like the relays' records: the claim's fsync
+        // must not stall the relays in flight.
+        let (to, pod, id) = (plan.to.clone(), plan.pod.clone(), plan.message_id.clone());
+        let interval = plan.interval;
         let claimed = self
-            .journal
-            .claim_ack(&plan.to, plan.interval, &plan.pod, &plan.message_id);
+            .write(move |j| j.claim_ack(&to, interval, &pod, &id))
+            .await;
         match claimed {
             Ok(true) => {}
             Ok(false) => {
@@ -219,7 +223,8 @@ impl Daemon {
             Ok(Delivery::Accepted { reply, .. }) => {
                 tracing::info!(to = %plan.to, pod = %plan.pod, %reply, "acknowledgement sent");
                 if let Some(thread) = thread {
-                    if let Err(e) = self.journal.link_ids(thread, &[plan.message_id]) {
+                    let ids = [plan.message_id];
+                    if let Err(e) = self.write(move |j| j.link_ids(thread, &ids)).await {
                         tracing::warn!(error = %e, "cannot link the acknowledgement to its thread");
                     }
                 }
